@@ -1,0 +1,15 @@
+"""pushforward: flow-based generative modelling on PyTorch behind one protocol.
+
+Every model is a pushforward of a simple base distribution and answers the same
+three questions: ``log_prob``, ``sample`` and ``loss``.
+"""
+
+from __future__ import annotations
+
+from pushforward.model import Model
+from pushforward.registry import available, build, register
+from pushforward.serialization import load, save
+
+__version__ = "0.1.0"
+
+__all__ = ["Model", "__version__", "available", "build", "load", "register", "save"]

@@ -1,0 +1,177 @@
+"""The one protocol every pushforward model speaks: ``loss``, ``log_prob``, ``sample``."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class Model(nn.Module):
+    r"""A generative model: a pushforward of a simple base distribution.
+
+    Every model answers three questions: how likely is a point (``log_prob``,
+    natural log, summed over event dimensions, shape ``(batch,)``), draw points
+    (``sample``, shape ``(n, *event_shape)``) and what to minimise to learn
+    (``loss``, a scalar). Models that cannot answer one of them say so through
+    the class flags ``has_log_prob``, ``has_sample`` and ``has_rsample``.
+
+    ``context`` is the conditioning input: a tensor ``(batch, context)`` with the
+    same leading size as the data, or one row broadcast to all of it; ``None``
+    for unconditional models.
+
+    Subclasses set ``event_shape`` and ``context_features`` and implement
+    ``_log_prob`` / ``_rsample_and_log_prob`` on validated inputs; the public
+    methods here check the inputs at the boundary and raise errors that name the
+    problem.
+    """
+
+    has_log_prob: ClassVar[bool] = True
+    has_sample: ClassVar[bool] = True
+    has_rsample: ClassVar[bool] = False
+
+    event_shape: tuple[int, ...]
+    context_features: int
+    # Filled by ``pushforward.build``: the registered name and the keywords that
+    # rebuild this model, so that ``save``/``load`` need no pickle.
+    config: dict[str, Any]
+
+    # -- the protocol ---------------------------------------------------------
+
+    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The scalar training objective; by default the mean negative log-likelihood."""
+        return -self.log_prob(x, context).mean()
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log-density of ``x: (batch, *event_shape)``; returns ``(batch,)``."""
+        self._require("log_prob", self.has_log_prob)
+        x = self.check_input(x)
+        context = self.check_context(context, x.shape[0])
+        return self._log_prob(x, context)
+
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """Draws ``n`` samples ``(n, *event_shape)`` without tracking gradients."""
+        self._require("sample", self.has_sample)
+        with torch.no_grad():
+            return self._rsample_and_log_prob(*self._sampling_args(n, context), False)[0]
+
+    def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """Draws ``n`` reparameterised samples: gradients flow to the parameters."""
+        self._require("rsample", self.has_rsample)
+        return self._rsample_and_log_prob(*self._sampling_args(n, context), False)[0]
+
+    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Draws ``n`` samples and their log-densities in one pass, without gradients."""
+        self._require("sample_and_log_prob", self.has_sample and self.has_log_prob)
+        with torch.no_grad():
+            samples, log_prob = self._rsample_and_log_prob(*self._sampling_args(n, context), True)
+        assert log_prob is not None
+        return samples, log_prob
+
+    def rsample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their log-densities (for reverse-KL training)."""
+        self._require("rsample_and_log_prob", self.has_rsample and self.has_log_prob)
+        samples, log_prob = self._rsample_and_log_prob(*self._sampling_args(n, context), True)
+        assert log_prob is not None
+        return samples, log_prob
+
+    # -- what subclasses implement --------------------------------------------
+
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _rsample_and_log_prob(
+        self, n: int, context: Tensor | None, with_log_prob: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    # -- validation at the boundary -------------------------------------------
+
+    @property
+    def features(self) -> int:
+        """Number of scalar values in one event."""
+        size = 1
+        for dim in self.event_shape:
+            size *= dim
+        return size
+
+    def _reference(self) -> Tensor | None:
+        for tensor in self.parameters():
+            return tensor
+        for tensor in self.buffers():
+            if tensor.is_floating_point():
+                return tensor
+        return None
+
+    def check_input(self, x: Tensor) -> Tensor:
+        """Checks that ``x`` is a finite floating tensor ``(batch, *event_shape)``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected a torch.Tensor of data, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"data must be a floating-point tensor, got dtype {x.dtype}")
+        expected = tuple(self.event_shape)
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            shape = "(batch, " + ", ".join(str(d) for d in expected) + ")"
+            if x.ndim == len(expected) + 1 and len(expected) == 1:
+                raise ValueError(
+                    f"data has {x.shape[-1]} features, the model was built for {expected[0]}"
+                )
+            raise ValueError(f"data has shape {tuple(x.shape)}, the model expects {shape}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("data contains NaN or Inf values")
+        reference = self._reference()
+        if reference is not None and reference.dtype != x.dtype:
+            raise TypeError(
+                f"data has dtype {x.dtype} but the model's parameters are {reference.dtype}; "
+                f"convert one of them (for instance model.to({x.dtype}))"
+            )
+        return x
+
+    def check_context(self, context: Tensor | None, batch: int) -> Tensor | None:
+        """Checks a context against the model and expands one row to ``batch`` rows."""
+        wanted = self.context_features
+        if wanted == 0:
+            if context is not None:
+                raise ValueError("this model is unconditional (context=0) but a context was given")
+            return None
+        if context is None:
+            raise ValueError(f"this model is conditional on {wanted} context features; pass context")
+        if not isinstance(context, Tensor):
+            raise TypeError(f"expected context as a torch.Tensor, got {type(context).__name__}")
+        if not context.is_floating_point():
+            raise TypeError(f"context must be a floating-point tensor, got dtype {context.dtype}")
+        if context.ndim == 1:
+            context = context.unsqueeze(0)
+        if context.ndim != 2:
+            raise ValueError(
+                f"context has shape {tuple(context.shape)}, expected (batch, {wanted}) or ({wanted},)"
+            )
+        if context.shape[1] != wanted:
+            raise ValueError(
+                f"context has {context.shape[1]} features, the model was built for {wanted}"
+            )
+        if context.shape[0] == 1 and batch != 1:
+            context = context.expand(batch, wanted)
+        elif context.shape[0] != batch:
+            raise ValueError(
+                f"context has {context.shape[0]} rows but there are {batch} data rows; "
+                "pass one row per data row, or a single row for all"
+            )
+        if not bool(torch.isfinite(context).all()):
+            raise ValueError("context contains NaN or Inf values")
+        reference = self._reference()
+        if reference is not None and reference.dtype != context.dtype:
+            raise TypeError(
+                f"context has dtype {context.dtype} but the model's parameters are {reference.dtype}"
+            )
+        return context
+
+    def _sampling_args(self, n: int, context: Tensor | None) -> tuple[int, Tensor | None]:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"the number of samples must be a non-negative int, got {n!r}")
+        return n, self.check_context(context, n)
+
+    def _require(self, what: str, available: bool) -> None:
+        if not available:
+            raise NotImplementedError(f"{type(self).__name__} does not provide {what}")

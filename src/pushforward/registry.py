@@ -1,0 +1,88 @@
+"""Models built by name: ``build("nsf", features=2, context=3)``."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from pushforward.model import Model
+
+_BUILDERS: dict[str, Callable[..., Model]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+    """Registers a model builder (a class or function taking keyword arguments) under ``name``."""
+
+    def decorator(builder: Callable[..., Model]) -> Callable[..., Model]:
+        if name in _BUILDERS and _BUILDERS[name] is not builder:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorator
+
+
+def available() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(_BUILDERS)
+
+
+def closest(word: str, choices: list[str]) -> str:
+    """A ``did you mean`` hint naming the closest of ``choices``, or an empty string."""
+    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in near)}?)" if near else ""
+
+
+def builder_for(name: str) -> Callable[..., Model]:
+    """The builder registered under ``name``; an unknown name lists the valid ones."""
+    if name not in _BUILDERS:
+        names = available()
+        raise ValueError(
+            f"unknown model {name!r}{closest(name, names)}; valid models: {', '.join(names)}"
+        )
+    return _BUILDERS[name]
+
+
+def keywords(name: str) -> list[str]:
+    """The keyword names the builder of model ``name`` accepts."""
+    signature = inspect.signature(builder_for(name))
+    return [
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(
+        f"model options must be plain values (numbers, strings, lists); got {type(value).__name__}"
+    )
+
+
+def build(name: str, **kwargs: Any) -> Model:
+    """Builds the model registered as ``name`` with keyword options.
+
+    Unknown keyword names are an error that lists the valid ones. The resolved
+    name and options are stored on ``model.config`` so ``save``/``load`` can
+    rebuild it without pickle.
+    """
+    builder = builder_for(name)
+    valid = keywords(name)
+    for key in kwargs:
+        if key not in valid:
+            raise ValueError(
+                f"unknown option {key!r} for model {name!r}{closest(key, valid)}; "
+                f"valid options: {', '.join(valid)}"
+            )
+    options = {key: _json_ready(value) for key, value in kwargs.items()}
+    model = builder(**kwargs)
+    model.config = {"model": name, "options": options}
+    return model

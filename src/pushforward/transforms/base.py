@@ -1,0 +1,102 @@
+"""The transform contract: bijections that return their log-determinant both ways."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+class Transform(nn.Module):
+    r"""A bijection :math:`f` with a tractable log-determinant.
+
+    ``forward`` runs the normalizing direction (data to base), ``inverse`` the
+    generative one (base to data). Both return the output and
+    :math:`\log |\det J|` of the map they applied, with shape ``(batch,)``:
+
+    .. math:: y = f(x), \quad \ell = \log |\det \partial f / \partial x|
+
+    Class attributes state the contract explicitly (as flowjax does):
+
+    * ``cheap_forward`` / ``cheap_inverse``: whether that direction costs one
+      pass (an autoregressive map is cheap one way and needs ``D`` passes the
+      other);
+    * ``conditional``: set on instances that read a context.
+    """
+
+    cheap_forward: bool = True
+    cheap_inverse: bool = True
+    conditional: bool = False
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class Compose(Transform):
+    r"""The composition :math:`f_K \circ \dots \circ f_1`; log-determinants add.
+
+    ``forward`` applies the transforms in the given order, ``inverse`` in reverse.
+    """
+
+    def __init__(self, transforms: Iterable[Transform]) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+        self.cheap_forward = all(t.cheap_forward for t in self.transforms)
+        self.cheap_inverse = all(t.cheap_inverse for t in self.transforms)
+        self.conditional = any(t.conditional for t in self.transforms)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = x.new_zeros(x.shape[0])
+        for transform in self.transforms:
+            x, logabsdet = transform(x, context)
+            total = total + logabsdet
+        return x, total
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = y.new_zeros(y.shape[0])
+        for transform in reversed(self.transforms):
+            y, logabsdet = transform.inverse(y, context)
+            total = total + logabsdet
+        return y, total
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, index: int) -> Transform:
+        return self.transforms[index]  # type: ignore[return-value]
+
+
+class Inverse(Transform):
+    r"""The inverse :math:`f^{-1}` of a transform: its two directions swapped.
+
+    Wrapping a masked autoregressive transform in ``Inverse`` gives the inverse
+    autoregressive flow (Kingma et al. 2016): sampling becomes the single pass
+    and density evaluation the ``D``-pass direction.
+    """
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__()
+        self.transform = transform
+        self.cheap_forward = transform.cheap_inverse
+        self.cheap_inverse = transform.cheap_forward
+        self.conditional = transform.conditional
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(x, context)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform(y, context)
+
+
+def sum_except_batch(values: Tensor) -> Tensor:
+    """Sums a per-element tensor over every dimension but the first: ``(B, ...) -> (B,)``."""
+    return values.reshape(values.shape[0], -1).sum(dim=1)
+
+
+def identity_logabsdet(x: Tensor) -> Tensor:
+    """A zero log-determinant of shape ``(batch,)`` in the input's dtype and device."""
+    return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)

@@ -1,0 +1,114 @@
+"""Element-wise maps driven by conditioner outputs, shared by coupling and autoregressive layers.
+
+A map holds hyperparameters only (no learnable state). Given raw parameters
+``params`` of shape ``x.shape + (params_per_feature,)`` from a conditioner
+network, it transforms every element of ``x`` independently and returns the
+per-element log-derivative. All-zero raw parameters give the identity map, so a
+conditioner whose last layer starts at zero starts the flow at the identity.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from pushforward.transforms.functional.affine import (
+    LOG_SCALE_BOUND,
+    affine_forward,
+    affine_inverse,
+)
+from pushforward.transforms.functional.spline import (
+    DEFAULT_MIN_BIN_HEIGHT,
+    DEFAULT_MIN_BIN_WIDTH,
+    DEFAULT_MIN_DERIVATIVE,
+    rational_quadratic_spline,
+)
+
+
+class ElementwiseMap(nn.Module):
+    """Base class: ``forward(x, params)`` and ``inverse(y, params)`` return ``(out, log|d out/d in|)``."""
+
+    params_per_feature: int
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class AffineMap(ElementwiseMap):
+    r"""The affine map :math:`y = x e^{s} + t`; raw parameters are ``(t, s~)`` per feature.
+
+    See :func:`pushforward.transforms.functional.affine.affine_forward`.
+    """
+
+    params_per_feature = 2
+
+    def __init__(self, log_scale_bound: float = LOG_SCALE_BOUND) -> None:
+        super().__init__()
+        self.log_scale_bound = float(log_scale_bound)
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return affine_forward(x, params[..., 0], params[..., 1], self.log_scale_bound)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return affine_inverse(y, params[..., 0], params[..., 1], self.log_scale_bound)
+
+    def extra_repr(self) -> str:
+        return f"log_scale_bound={self.log_scale_bound}"
+
+
+class RationalQuadraticSplineMap(ElementwiseMap):
+    r"""A monotonic rational-quadratic spline on ``[-B, B]`` with linear (identity) tails.
+
+    Raw parameters per feature: ``K`` widths, ``K`` heights and ``K - 1`` interior
+    knot derivatives (the two boundary derivatives are 1 so the tails join
+    smoothly). See
+    :func:`pushforward.transforms.functional.spline.rational_quadratic_spline`.
+
+    References:
+        Durkan et al. (2019), Neural Spline Flows.
+    """
+
+    def __init__(
+        self,
+        bins: int = 8,
+        tail_bound: float = 5.0,
+        min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+        min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+        min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+    ) -> None:
+        super().__init__()
+        if bins < 1:
+            raise ValueError(f"a spline needs at least one bin, got bins={bins}")
+        if tail_bound <= 0:
+            raise ValueError(f"tail_bound must be positive, got {tail_bound}")
+        self.bins = int(bins)
+        self.tail_bound = float(tail_bound)
+        self.min_bin_width = float(min_bin_width)
+        self.min_bin_height = float(min_bin_height)
+        self.min_derivative = float(min_derivative)
+        self.params_per_feature = 3 * self.bins - 1
+
+    def _spline(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        k = self.bins
+        return rational_quadratic_spline(
+            x,
+            params[..., :k],
+            params[..., k : 2 * k],
+            params[..., 2 * k :],
+            inverse=inverse,
+            tail_bound=self.tail_bound,
+            min_bin_width=self.min_bin_width,
+            min_bin_height=self.min_bin_height,
+            min_derivative=self.min_derivative,
+        )
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return self._spline(x, params, inverse=False)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return self._spline(y, params, inverse=True)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, tail_bound={self.tail_bound}"
