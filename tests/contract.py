@@ -10,8 +10,10 @@ from torch import Tensor, nn
 from pushforward.transforms.base import Transform
 
 
-def randomize_(module: nn.Module, scale: float = 0.3, generator: torch.Generator | None = None) -> None:
-    """Adds noise to every floating parameter, so zero-initialised layers stop being the identity."""
+def randomize_(
+    module: nn.Module, scale: float = 0.3, generator: torch.Generator | None = None
+) -> None:
+    """Adds noise to every parameter, so zero-initialised layers stop being the identity."""
     with torch.no_grad():
         for parameter in module.parameters():
             noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
@@ -29,8 +31,12 @@ def assert_invertible(
     assert inverse_logdet.shape == (x.shape[0],)
     torch.testing.assert_close(x_back, x, atol=atol, rtol=0)
     scale = 1.0 + forward_logdet.abs().max().item()
-    torch.testing.assert_close(forward_logdet + inverse_logdet, torch.zeros_like(forward_logdet),
-                               atol=atol * 100 * scale, rtol=0)
+    torch.testing.assert_close(
+        forward_logdet + inverse_logdet,
+        torch.zeros_like(forward_logdet),
+        atol=atol * 100 * scale,
+        rtol=0,
+    )
     # And the other way round: forward(inverse(y)) == y.
     x2, _ = transform.inverse(y, context)
     y2, _ = transform(x2, context)
@@ -64,7 +70,9 @@ def assert_logdet_matches_jacobian(
     torch.testing.assert_close(inverse_logdet, expected_inverse, atol=atol, rtol=1e-6)
 
 
-def grid_integral_2d(log_density, low: float, high: float, points: int, dtype=torch.float64) -> float:
+def grid_integral_2d(
+    log_density, low: float, high: float, points: int, dtype=torch.float64
+) -> float:
     """Integrates ``exp(log_density)`` over the square ``[low, high]^2`` with the midpoint rule."""
     width = (high - low) / points
     centres = low + width * (torch.arange(points, dtype=dtype) + 0.5)
@@ -76,7 +84,9 @@ def grid_integral_2d(log_density, low: float, high: float, points: int, dtype=to
     return total * width * width
 
 
-def grid_integral_1d(log_density, low: float, high: float, points: int, dtype=torch.float64) -> float:
+def grid_integral_1d(
+    log_density, low: float, high: float, points: int, dtype=torch.float64
+) -> float:
     """Integrates ``exp(log_density)`` over ``[low, high]`` with the midpoint rule."""
     width = (high - low) / points
     centres = low + width * (torch.arange(points, dtype=dtype) + 0.5)

@@ -6,10 +6,22 @@ three questions: ``log_prob``, ``sample`` and ``loss``.
 
 from __future__ import annotations
 
+from pushforward import flows
+from pushforward.flows import Flow
 from pushforward.model import Model
 from pushforward.registry import available, build, register
 from pushforward.serialization import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "__version__", "available", "build", "load", "register", "save"]
+__all__ = [
+    "Flow",
+    "Model",
+    "__version__",
+    "available",
+    "build",
+    "flows",
+    "load",
+    "register",
+    "save",
+]

@@ -136,7 +136,9 @@ class Model(nn.Module):
                 raise ValueError("this model is unconditional (context=0) but a context was given")
             return None
         if context is None:
-            raise ValueError(f"this model is conditional on {wanted} context features; pass context")
+            raise ValueError(
+                f"this model is conditional on {wanted} context features; pass context"
+            )
         if not isinstance(context, Tensor):
             raise TypeError(f"expected context as a torch.Tensor, got {type(context).__name__}")
         if not context.is_floating_point():
@@ -145,7 +147,8 @@ class Model(nn.Module):
             context = context.unsqueeze(0)
         if context.ndim != 2:
             raise ValueError(
-                f"context has shape {tuple(context.shape)}, expected (batch, {wanted}) or ({wanted},)"
+                f"context has shape {tuple(context.shape)}, "
+                f"expected (batch, {wanted}) or ({wanted},)"
             )
         if context.shape[1] != wanted:
             raise ValueError(
@@ -163,7 +166,8 @@ class Model(nn.Module):
         reference = self._reference()
         if reference is not None and reference.dtype != context.dtype:
             raise TypeError(
-                f"context has dtype {context.dtype} but the model's parameters are {reference.dtype}"
+                f"context has dtype {context.dtype} "
+                f"but the model's parameters are {reference.dtype}"
             )
         return context
 

@@ -82,7 +82,19 @@ def build(name: str, **kwargs: Any) -> Model:
                 f"unknown option {key!r} for model {name!r}{closest(key, valid)}; "
                 f"valid options: {', '.join(valid)}"
             )
-    options = {key: _json_ready(value) for key, value in kwargs.items()}
+    signature = inspect.signature(builder)
+    missing = [
+        p.name
+        for p in signature.parameters.values()
+        if p.default is inspect.Parameter.empty and p.name not in kwargs
+    ]
+    if missing:
+        raise ValueError(f"model {name!r} needs option(s) {', '.join(map(repr, missing))}")
+    bound = signature.bind(**kwargs)
+    bound.apply_defaults()
+    # The resolved options, defaults included, so a saved model rebuilds identically
+    # even if a later version changes a default.
+    options = {key: _json_ready(value) for key, value in bound.arguments.items()}
     model = builder(**kwargs)
     model.config = {"model": name, "options": options}
     return model

@@ -53,8 +53,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def state_to_bytes(model: torch.nn.Module) -> bytes:
     """The module's state dict as safetensors bytes (tensors made contiguous and unshared)."""
-    state = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
+    state = {
+        key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()
+    }
     return safetensors_save(state)
+
+
+def _floating_dtype(model: torch.nn.Module) -> str:
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            return str(tensor.dtype).replace("torch.", "")
+    return "float32"
 
 
 def save(model: Model, directory: str | os.PathLike[str]) -> Path:
@@ -79,7 +88,7 @@ def save(model: Model, directory: str | os.PathLike[str]) -> Path:
         "format_version": FORMAT_VERSION,
         "model": config["model"],
         "options": config["options"],
-        "dtype": str(next(iter(model.state_dict().values())).dtype).replace("torch.", ""),
+        "dtype": _floating_dtype(model),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     atomic_write_bytes(directory / WEIGHTS_FILE, weights)
@@ -121,7 +130,9 @@ def load(
         raise FileNotFoundError(f"{weights_path} not found")
     weights = weights_path.read_bytes()
     if hashlib.sha256(weights).hexdigest() != description.get("weights_sha256"):
-        raise ValueError(f"{weights_path} does not match its checksum: the file is corrupt or altered")
+        raise ValueError(
+            f"{weights_path} does not match its checksum: the file is corrupt or altered"
+        )
     try:
         state = safetensors_load(weights)
     except SafetensorError as error:
@@ -133,7 +144,8 @@ def load(
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(
-            f"{weights_path} does not fit a {description['model']!r} model with these options: {error}"
+            f"{weights_path} does not fit a {description['model']!r} model "
+            f"with these options: {error}"
         ) from None
     if map_location is not None:
         model.to(map_location)

@@ -16,6 +16,7 @@ class Distribution(nn.Module):
     """
 
     event_shape: tuple[int, ...]
+    _anchor: torch.Tensor
 
     def __init__(self, event_shape: tuple[int, ...]) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ class StandardNormal(Distribution):
 
 
 class DiagonalNormal(Distribution):
-    r"""A normal with learnable mean and per-dimension scale :math:`\mathcal N(\mu, \mathrm{diag}(\sigma^2))`.
+    r"""A normal with learnable mean and per-dimension scale, :math:`\mathcal N(\mu, \sigma^2 I)`.
 
     The scale is stored as its logarithm so it stays positive under gradient steps.
 

@@ -1,1 +1,5 @@
-"""train."""
+"""The training engine."""
+
+from pushforward.train.fit import History, fit, warmup_cosine
+
+__all__ = ["History", "fit", "warmup_cosine"]

@@ -20,12 +20,15 @@ from pushforward.transforms.functional.spline import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
-    rational_quadratic_spline,
+    packed_rational_quadratic_spline,
 )
 
 
 class ElementwiseMap(nn.Module):
-    """Base class: ``forward(x, params)`` and ``inverse(y, params)`` return ``(out, log|d out/d in|)``."""
+    """Base class: ``forward(x, params)``, ``inverse(y, params)`` return ``(out, log|dout/din|)``.
+
+    ``params`` has shape ``x.shape + (params_per_feature,)``.
+    """
 
     params_per_feature: int
 
@@ -91,12 +94,16 @@ class RationalQuadraticSplineMap(ElementwiseMap):
         self.params_per_feature = 3 * self.bins - 1
 
     def _spline(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        k = self.bins
-        return rational_quadratic_spline(
+        if params.shape[-1] != self.params_per_feature:
+            raise ValueError(
+                f"a {self.bins}-bin spline takes {self.params_per_feature} raw parameters per "
+                f"feature, got {params.shape[-1]}"
+            )
+        # The packed kernel reads widths, heights and derivatives from one tensor:
+        # slicing them apart first would cost strided copies.
+        return packed_rational_quadratic_spline(
             x,
-            params[..., :k],
-            params[..., k : 2 * k],
-            params[..., 2 * k :],
+            params,
             inverse=inverse,
             tail_bound=self.tail_bound,
             min_bin_width=self.min_bin_width,

@@ -1,4 +1,40 @@
-"""Monotonic rational-quadratic splines with linear tails (Durkan et al. 2019)."""
+"""Monotonic rational-quadratic splines with linear tails (Durkan et al. 2019).
+
+Two entry points share one kernel:
+
+* :func:`rational_quadratic_spline` takes widths, heights and derivatives as
+  separate tensors (the textbook signature);
+* :func:`packed_rational_quadratic_spline` takes them packed in one tensor of
+  ``3K - 1`` raw values per element, the layout a conditioner network emits, and
+  is what :class:`~pushforward.transforms.maps.RationalQuadraticSplineMap` calls.
+
+Why the kernel looks the way it does (measured with ``bench/spline_kernel.py`` on
+CPU, float32, batch 512, one thread): at flow sizes every PyTorch op costs a few
+microseconds of dispatch whatever its size; ops whose Python-number operand must
+be wrapped in a tensor cost twice that; and ``torch.softmax``, ``amax`` or ``sum``
+over a last dimension of 8 bins run ~5-30x slower than the same reduction down
+contiguous rows. So the kernel
+
+* transposes the raw parameters once to a bins-major layout ``(3K - 1, N)``, so
+  the softmax (hand-written: ``exp(v - max)`` over ``sum``), the bin search
+  (counting knots ``<= x``) and the softplus all run down contiguous rows;
+* turns probabilities into knots with one batched matrix product (cumulative sum,
+  leading zero and offset at once) and keeps knots and derivatives in one
+  ``(3, K + 1, N)`` table, from which a single ``gather`` fetches the six
+  quantities of every element's bin;
+* runs inside a :class:`torch.autograd.Function` whose backward is the closed-form
+  gradient: ~70 plain ops reusing the forward's intermediates, instead of ~80
+  recorded autograd nodes; without gradients the Function is skipped entirely.
+
+The result runs 2.2-2.9x (D = 2) and 3.4-4.2x (D = 16) faster than zuko 1.6's
+``MonotonicRQSTransform`` in forward, forward+backward and inverse.
+
+When gradients of gradients are requested (``create_graph=True``, or a
+``torch.func`` transform such as ``jacrev``), the backward recomputes the
+intermediates from the inputs with differentiable ops, so higher derivatives stay
+exact. Under ``torch.func`` transforms (``jacrev``, ``jacfwd``, ``vmap``) the kernel
+runs as plain differentiable ops, which every transform supports.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +49,11 @@ DEFAULT_MIN_BIN_HEIGHT = 1e-3
 DEFAULT_MIN_DERIVATIVE = 1e-3
 
 
+def _derivative_offset(min_derivative: float) -> float:
+    """The shift that makes a raw derivative of 0 map to a knot derivative of exactly 1."""
+    return math.log(math.expm1(1 - min_derivative))
+
+
 def spline_knots(
     unnormalized_widths: Tensor,
     unnormalized_heights: Tensor,
@@ -22,12 +63,24 @@ def spline_knots(
     min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
     min_derivative: float = DEFAULT_MIN_DERIVATIVE,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Knot positions and derivatives from raw parameters.
+    r"""Knot positions and derivatives from raw parameters.
+
+    .. math:: w_k = m_w + (1 - K m_w)\,\mathrm{softmax}(\tilde w)_k, \quad
+              x_k = -B + 2B \sum_{j<k} w_j, \quad
+              \delta_k = m_\delta + \mathrm{softplus}(\tilde\delta_k + c)
+
+    with :math:`c = \log(e^{1 - m_\delta} - 1)` so that a raw 0 gives
+    :math:`\delta = 1`, and likewise for heights. This is the readable reference;
+    the spline kernel computes the same knots in fewer ops.
+
+    References:
+        Durkan et al. (2019), Neural Spline Flows.
 
     Args:
         unnormalized_widths: ``(..., K)``.
         unnormalized_heights: ``(..., K)``.
         unnormalized_derivatives: ``(..., K - 1)`` interior knot derivatives.
+        tail_bound: :math:`B`.
 
     Returns:
         ``(knots_x, knots_y, derivatives)``, each ``(..., K + 1)``; the knots span
@@ -39,10 +92,451 @@ def spline_knots(
     knots_x = F.pad(torch.cumsum(widths, -1), (1, 0)) * (2 * tail_bound) - tail_bound
     knots_y = F.pad(torch.cumsum(heights, -1), (1, 0)) * (2 * tail_bound) - tail_bound
     # Raw 0 gives derivative 1, so zero conditioner outputs give the identity spline.
-    offset = math.log(math.expm1(1 - min_derivative))
-    derivatives = min_derivative + F.softplus(unnormalized_derivatives + offset)
+    derivatives = min_derivative + F.softplus(
+        unnormalized_derivatives + _derivative_offset(min_derivative)
+    )
     derivatives = F.pad(derivatives, (1, 1), value=1.0)
     return knots_x, knots_y, derivatives
+
+
+def _transpose(matrix: Tensor) -> Tensor:
+    """A contiguous transpose of a 2-D tensor.
+
+    On CPU it is a product with the (smaller) identity: ~2x faster than a strided
+    copy at these sizes, and exact. Elsewhere a matmul may run in reduced precision
+    (TF32 on CUDA), so there it is the plain copy.
+    """
+    if matrix.device.type != "cpu":
+        return matrix.t().contiguous()
+    rows, columns = matrix.shape
+    if rows <= columns:
+        return torch.mm(matrix.t(), torch.eye(rows, dtype=matrix.dtype, device=matrix.device))
+    return torch.mm(torch.eye(columns, dtype=matrix.dtype, device=matrix.device), matrix.t())
+
+
+def _knots_from_probabilities(
+    probabilities: Tensor, tail_bound: float, min_width: float, min_height: float, exact: bool
+) -> Tensor:
+    r"""Knots from ``(2, K, N)`` bin probabilities.
+
+    .. math:: x_i = -B + 2B m i + 2B (1 - K m) \sum_{j<i} p_j
+
+    Args:
+        exact: use an exact cumulative sum instead of a matrix product (for devices
+            where a matmul may run in TF32, which would move the end knots off -B, B).
+
+    Returns:
+        ``(2, K + 1, N)``: x-knots and y-knots.
+    """
+    k = probabilities.shape[1]
+    dtype, device = probabilities.dtype, probabilities.device
+    if exact or min_width != min_height:
+        positions = torch.arange(k + 1, dtype=dtype, device=device).unsqueeze(1)
+        minimum = torch.tensor([min_width, min_height], dtype=dtype, device=device).view(2, 1, 1)
+        scale = (1 - k * minimum) * (2 * tail_bound)
+        offset = positions * (2 * tail_bound) * minimum - tail_bound
+        if exact:
+            return offset + scale * F.pad(probabilities.cumsum(1), (0, 0, 1, 0))
+        below = (positions[1:].t() <= positions).to(dtype)  # [j < i] as (K + 1, K)
+        return torch.bmm(below * scale + offset, probabilities)
+    # As the p_j sum to 1 the offset folds into the matrix, so one product gives
+    # every knot: cumulative[i, j] = 2B (1 - K m) [j < i] + (-B + 2B m i); on CPU
+    # this is ~5x faster than a cumulative sum over the bins plus a broadcast add.
+    scale = 2 * tail_bound * (1 - k * min_width)
+    cumulative = torch.full((k + 1, k), scale, dtype=dtype, device=device).tril_(-1)
+    offset = torch.linspace(
+        -tail_bound, tail_bound * (2 * k * min_width - 1), k + 1, dtype=dtype, device=device
+    )
+    cumulative = (cumulative + offset.unsqueeze(1)).expand(2, k + 1, k)
+    return torch.bmm(cumulative, probabilities)
+
+
+def _knot_table(
+    params: Tensor,
+    bins: int,
+    tail_bound: float,
+    min_width: float,
+    min_height: float,
+    min_derivative: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Knots and derivatives of every element as one bins-major table.
+
+    Computes what :func:`spline_knots` computes, in fewer ops. Everything here is
+    laid out bins-major, ``(..., K, N)``: reductions over a handful of bins then run
+    across contiguous rows (on CPU ~5x faster than over a last dimension of 8).
+
+    Args:
+        params: ``(N, 3K - 1)`` packed raw parameters.
+
+    Returns:
+        ``table`` of shape ``(3, K + 1, N)`` (rows: x-knots, y-knots, derivatives),
+        ``probabilities`` of shape ``(2, K, N)`` (softmax of widths and heights) and
+        the softplus arguments of the interior derivatives, ``(K - 1, N)``.
+    """
+    k = bins
+    n = params.shape[0]
+    columns = _transpose(params)  # (3K - 1, N)
+    raw = columns[: 2 * k].view(2, k, n)
+    # A hand-written softmax (torch.softmax over 8 bins is ~30x slower on CPU). The
+    # max is detached because softmax does not depend on it.
+    exponentials = torch.exp(raw - raw.detach().amax(1, keepdim=True))
+    probabilities = exponentials / exponentials.sum(1, keepdim=True)
+    knots = _knots_from_probabilities(
+        probabilities, tail_bound, min_width, min_height, exact=params.device.type != "cpu"
+    )
+    preactivation = columns[2 * k :] + _derivative_offset(min_derivative)
+    derivatives = F.pad(F.softplus(preactivation) + min_derivative, (0, 0, 1, 1), value=1.0)
+    table = torch.cat([knots, derivatives.unsqueeze(0)])
+    return table, probabilities, preactivation
+
+
+def _bin_values(
+    x: Tensor, table: Tensor, inverse: bool, tail_bound: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Clamps ``x`` into the bounds, finds its bin and gathers the bin's quantities.
+
+    Returns:
+        ``inside`` (N,) bool, ``x_clamped`` (N,), ``index`` (3, 2N) flat gather
+        index into ``table.view(3, -1)``, and ``values`` (3, 2, N): rows x, y,
+        derivative; ``values[:, 0]`` at the bin's left knot, ``values[:, 1]`` at
+        its right knot.
+    """
+    knots, n = table.shape[1], table.shape[2]
+    # Clamp before evaluating: the discarded branch of torch.where still back-propagates.
+    x_clamped = x.clamp(-tail_bound, tail_bound)
+    inside = x_clamped == x
+    # The bin is (number of knots <= x) - 1, counted down the contiguous knot rows;
+    # the clamp also catches x = B one ulp above a last knot that rounded below B.
+    count = (table[1 if inverse else 0] <= x_clamped).sum(0).clamp(1, knots - 1)
+    flat = torch.add(torch.arange(-n, 0, device=x.device), count, alpha=n)  # left knot
+    index = torch.cat([flat, flat + n]).expand(3, 2 * n)
+    values = table.view(3, knots * n).gather(1, index).view(3, 2, n)
+    return inside, x_clamped, index, values
+
+
+# Intermediates of the evaluation that the closed-form backward reuses.
+_SAVED = (
+    "inside",
+    "index",
+    "probabilities",
+    "preactivation",
+    "xi",
+    "one_minus",
+    "xi_term",
+    "width",
+    "height",
+    "slope",
+    "d_0",
+    "d_1",
+    "curvature",
+    "numerator",
+    "inverse_denominator",
+)
+
+
+def _evaluate(
+    x: Tensor,
+    params: Tensor,
+    bins: int,
+    inverse: bool,
+    tail_bound: float,
+    min_width: float,
+    min_height: float,
+    min_derivative: float,
+    differentiable: bool = True,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """The spline and its log-derivative on flat inputs, plus what the backward needs.
+
+    Python-number operands are avoided in binary ops on purpose: each one costs a
+    wrapped-scalar tensor, about as much as the op itself at these sizes.
+
+    Args:
+        x: ``(N,)``; params: ``(N, 3K - 1)``.
+        differentiable: whether autograd (any mode) will differentiate these ops.
+    """
+    table, probabilities, preactivation = _knot_table(
+        params, bins, tail_bound, min_width, min_height, min_derivative
+    )
+    inside, x_clamped, index, values = _bin_values(x, table, inverse, tail_bound)
+    left, right = values.unbind(1)
+    x_k, y_k, d_0 = left.unbind(0)
+    width, height, _ = (right - left).unbind(0)
+    d_1 = right[2]
+    slope = height / width
+    curvature = torch.sub(d_0 + d_1, slope, alpha=2)
+    if not inverse:
+        xi = (x_clamped - x_k) / width
+    else:
+        # Solve a xi^2 + b xi + c = 0 for the root in [0, 1] in the cancellation-free
+        # form xi = 2c / (-b - sqrt(b^2 - 4ac)) (Durkan et al. 2019, appendix A.3);
+        # here minus_b = -b and minus_c = -c.
+        shift = x_clamped - y_k
+        shift_curvature = shift * curvature
+        a = torch.addcmul(shift_curvature, height, slope - d_0)
+        minus_b = torch.addcmul(shift_curvature, height, d_0, value=-1)
+        minus_c = slope * shift
+        discriminant = torch.addcmul(minus_b * minus_b, a, minus_c, value=4).clamp_min(0)
+        xi = (minus_c + minus_c) / (torch.sqrt(discriminant) - minus_b)
+    # The clamp only absorbs rounding at the knots (x = B one ulp past a last knot
+    # that rounded below B); when differentiating, let the gradient through it so
+    # it stays the spline's slope there, as in the closed-form backward.
+    xi = xi + (xi.clamp(0, 1) - xi).detach() if differentiable else xi.clamp(0, 1)
+    one_minus = torch.rsub(xi, 1)
+    xi_term = xi * one_minus
+    denominator = torch.addcmul(slope, curvature, xi_term)
+    inverse_denominator = denominator.reciprocal()
+    numerator = torch.addcmul(d_1 * xi * xi, d_0, one_minus * one_minus)
+    numerator = torch.addcmul(numerator, slope, xi_term, value=2)
+    slope_over_denominator = slope * inverse_denominator
+    logabsdet = torch.log(slope_over_denominator * slope_over_denominator * numerator)
+    if not inverse:
+        forward_numerator = torch.addcmul(slope * xi * xi, d_0, xi_term)
+        out = torch.addcmul(y_k, height * forward_numerator, inverse_denominator)
+    else:
+        out = torch.addcmul(x_k, width, xi)
+        logabsdet = -logabsdet
+    out = torch.where(inside, out, x)
+    logabsdet = torch.where(inside, logabsdet, 0.0)
+    saved = {
+        "inside": inside,
+        "index": index,
+        "probabilities": probabilities,
+        "preactivation": preactivation,
+        "xi": xi,
+        "one_minus": one_minus,
+        "xi_term": xi_term,
+        "width": width,
+        "height": height,
+        "slope": slope,
+        "d_0": d_0,
+        "d_1": d_1,
+        "curvature": curvature,
+        "numerator": numerator,
+        "inverse_denominator": inverse_denominator,
+    }
+    return out, logabsdet, saved
+
+
+def _spline_gradients(
+    grad_out: Tensor,
+    grad_logabsdet: Tensor,
+    saved: dict[str, Tensor],
+    bins: int,
+    inverse: bool,
+    tail_bound: float,
+    min_width: float,
+    min_height: float,
+    min_derivative: float,
+) -> tuple[Tensor, Tensor]:
+    r"""Closed-form vector-Jacobian product of the spline w.r.t. its input and raw parameters.
+
+    In a bin with width :math:`w`, height :math:`h`, slope :math:`s = h/w`,
+    :math:`t = \xi(1-\xi)`, :math:`D = s + (\delta_0 + \delta_1 - 2s)t`,
+    :math:`P = s\xi^2 + \delta_0 t` and :math:`N = \delta_1\xi^2 + 2st + \delta_0(1-\xi)^2`,
+    the map is :math:`y = y_k + hP/D` and its log-derivative
+    :math:`\ell = \log(s^2 N / D^2)`. With upstream gradients :math:`(a, b)` on
+    :math:`(y, \ell)` we form :math:`g_\xi = a\,\partial_\xi y + b\,\partial_\xi\ell` and
+    :math:`g_s` likewise, and push them to the knots through
+    :math:`\xi = (x - x_k)/w` and :math:`s = h/w`. The inverse direction uses the
+    implicit-function theorem: with :math:`u = (g_x - g_\ell\,\partial_x\ell)/y'` the
+    input gradient is :math:`u` and the parameter gradients are those of the
+    forward map with upstream :math:`(-u, -g_\ell)`. Knot gradients reach the raw
+    parameters through the cumulative sum, the softmax and the softplus.
+
+    Args:
+        grad_out, grad_logabsdet: ``(N,)`` upstream gradients.
+        saved: the intermediates :func:`_evaluate` returns.
+
+    Returns:
+        ``(grad_x, grad_params)`` of shapes ``(N,)`` and ``(N, 3K - 1)``.
+    """
+    k = bins
+    inside, xi, one_minus, xi_term = (
+        saved[name] for name in ("inside", "xi", "one_minus", "xi_term")
+    )
+    width, height, slope = saved["width"], saved["height"], saved["slope"]
+    d_0, d_1, curvature = saved["d_0"], saved["d_1"], saved["curvature"]
+    numerator, inverse_denominator = saved["numerator"], saved["inverse_denominator"]
+    inverse_numerator = numerator.reciprocal()
+    inverse_width = width.reciprocal()
+    xi_square = xi * xi
+    one_minus_square = one_minus * one_minus
+    ratio = torch.addcmul(slope * xi_square, d_0, xi_term) * inverse_denominator  # R = P / D
+    t_over_d = xi_term * inverse_denominator
+    # D dR/dxi = s N / D and D dR/ds = xi^2 - R (1 - 2t).
+    r_xi = slope * numerator * inverse_denominator
+    r_s = torch.addcmul(xi_square, ratio, torch.rsub(xi_term + xi_term, 1), value=-1)
+    # Halves of dl/dxi = N'/N - 2 c (1 - 2 xi) / D and dl/ds = 2/s + 2t/N - 2(1 - 2t)/D.
+    one_minus_2xi = one_minus - xi
+    inner = torch.addcmul(torch.addcmul(d_1 * xi, slope, one_minus_2xi), d_0, one_minus, value=-1)
+    l_xi_half = torch.addcmul(
+        inner * inverse_numerator, curvature * one_minus_2xi, inverse_denominator, value=-1
+    )
+    l_s_half = torch.addcmul(slope.reciprocal(), xi_term, inverse_numerator) - inverse_denominator
+    l_s_half = torch.add(l_s_half, t_over_d, alpha=2)
+    zero = grad_out.new_zeros(())
+    if not inverse:
+        a = torch.where(inside, grad_out, zero)
+        b = torch.where(inside, grad_logabsdet, zero)
+    else:
+        # y' = s^2 N / D^2 = (s / D) r_xi at the solution xi; dl/dx = 2 l_xi_half / w.
+        derivative = slope * inverse_denominator * r_xi
+        u = (
+            torch.addcmul(grad_out, grad_logabsdet * l_xi_half, inverse_width, value=-2)
+            / derivative
+        )
+        a = torch.where(inside, -u, zero)
+        b = torch.where(inside, -grad_logabsdet, zero)  # the inverse's log-derivative is -l
+    two_b = b + b
+    a_h_over_d = a * height * inverse_denominator
+    g_xi = torch.addcmul(two_b * l_xi_half, a_h_over_d, r_xi)
+    g_s = torch.addcmul(two_b * l_s_half, a_h_over_d, r_s)
+    if not inverse:
+        grad_x = torch.where(inside, g_xi * inverse_width, grad_out)
+    else:
+        grad_x = torch.where(inside, u, grad_out)
+    g_s_slope = g_s * slope
+    right_x = -(torch.addcmul(g_s_slope, g_xi, xi) * inverse_width)
+    left_x = torch.addcmul(g_s_slope, g_xi, one_minus, value=-1) * inverse_width
+    right_y = torch.addcmul(a * ratio, g_s, inverse_width)
+    # dy/d(delta_0) = h t (1 - R) / D, dy/d(delta_1) = -h t R / D;
+    # dl/d(delta_0) = (1 - xi)^2 / N - 2t/D, dl/d(delta_1) = xi^2 / N - 2t/D.
+    a_h_t_over_d = a_h_over_d * xi_term
+    b_over_n = b * inverse_numerator
+    common = torch.addcmul(-(two_b * t_over_d), a_h_t_over_d, ratio, value=-1)
+    right_d = torch.addcmul(common, b_over_n, xi_square)
+    left_d = torch.addcmul(common + a_h_t_over_d, b_over_n, one_minus_square)
+    local = torch.stack([left_x, right_x, a - right_y, right_y, left_d, right_d])
+    n = xi.shape[0]
+    grad_table = local.new_zeros(3, (k + 1) * n)
+    if torch.is_grad_enabled():  # differentiable (double backward) and vmap-safe
+        grad_table = grad_table.scatter_add(1, saved["index"], local.view(3, 2 * n))
+    else:
+        grad_table.scatter_add_(1, saved["index"], local.view(3, 2 * n))
+    grad_table = grad_table.view(3, k + 1, n)
+    # Knots -> probabilities: x_i = const + A sum_{j<i} p_j, so dp_j = A sum_{i>j} dx_i.
+    dtype, device = xi.dtype, xi.device
+    scales = [2 * tail_bound * (1 - k * minimum) for minimum in (min_width, min_height)]
+    if scales[0] == scales[1]:
+        above = torch.full((k, k + 1), scales[0], dtype=dtype, device=device).triu_(1)  # [j < i]
+    else:
+        above = torch.ones(k, k + 1, dtype=dtype, device=device).triu_(1)
+        above = above * torch.tensor(scales, dtype=dtype, device=device).view(2, 1, 1)
+    probabilities = saved["probabilities"]
+    weighted = probabilities * torch.bmm(above.expand(2, k, k + 1), grad_table[:2])
+    # Softmax backward: p * (g - <p, g>).
+    grad_raw = torch.addcmul(weighted, probabilities, weighted.sum(1, keepdim=True), value=-1)
+    grad_derivatives = grad_table[2, 1:k] * torch.sigmoid(saved["preactivation"])
+    grad_params = _transpose(torch.cat([grad_raw.view(2 * k, n), grad_derivatives]))
+    return grad_x, grad_params
+
+
+def _backward(
+    ctx, grad_out: Tensor | None, grad_logabsdet: Tensor | None
+) -> tuple[Tensor | None, Tensor | None]:
+    """The backward of :class:`_RationalQuadraticSpline`, on flat tensors."""
+    x, params = ctx.saved_tensors[:2]
+    x = x.reshape(-1)
+    params = params.reshape(x.shape[0], -1)
+    if grad_out is None and grad_logabsdet is None:
+        return None, None
+    grad_out = torch.zeros_like(x) if grad_out is None else grad_out.reshape(-1)
+    grad_logabsdet = torch.zeros_like(x) if grad_logabsdet is None else grad_logabsdet.reshape(-1)
+    if torch.is_grad_enabled():
+        # Higher-order derivatives: recompute from the inputs with differentiable ops.
+        _, _, saved = _evaluate(x, params, *ctx.options)
+    else:
+        saved = dict(zip(_SAVED, ctx.saved_tensors[2:], strict=True))
+    return _spline_gradients(grad_out, grad_logabsdet, saved, *ctx.options)
+
+
+class _RationalQuadraticSpline(torch.autograd.Function):
+    """The spline kernel with a closed-form backward (see the module docstring).
+
+    The classic Function form: ~100 us cheaper per call than the ``setup_context``
+    form ``torch.func`` needs (under ``torch.func`` transforms the kernel runs as
+    plain differentiable ops instead). It flattens and restores shapes itself,
+    which saves four autograd view nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, params: Tensor, *options) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        flat_x = x.reshape(-1)
+        flat_params = params.reshape(flat_x.shape[0], -1)
+        out, logabsdet, saved = _evaluate(flat_x, flat_params, *options, differentiable=False)
+        ctx.options = options
+        # Save the inputs themselves (not their flat views) so a double backward
+        # can recompute from tensors that carry their autograd history.
+        ctx.save_for_backward(x, params, *(saved[name] for name in _SAVED))
+        ctx.set_materialize_grads(False)
+        return out.view(x.shape), logabsdet.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None, grad_logabsdet: Tensor | None):  # type: ignore[override]
+        grad_x, grad_params = _backward(ctx, grad_out, grad_logabsdet)
+        if grad_x is not None:
+            shape = (grad_out if grad_out is not None else grad_logabsdet).shape
+            grad_x = grad_x.view(shape)
+            grad_params = grad_params.view(*shape, -1)
+        return grad_x, grad_params, None, None, None, None, None, None
+
+
+def _functorch_active() -> bool:
+    """Whether a ``torch.func`` transform is running (private API; assume yes if it is gone)."""
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return True if check is None else bool(check())
+
+
+def packed_rational_quadratic_spline(
+    x: Tensor,
+    params: Tensor,
+    *,
+    inverse: bool = False,
+    tail_bound: float = 5.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    r""":func:`rational_quadratic_spline` with its raw parameters packed in one tensor.
+
+    ``params[..., :K]`` are the widths, ``params[..., K:2K]`` the heights and
+    ``params[..., 2K:]`` the ``K - 1`` interior derivatives, the layout a
+    conditioner emits, so no slicing or copying is needed before the call.
+
+    References:
+        Durkan et al. (2019), Neural Spline Flows.
+
+    Args:
+        x: inputs, any shape ``S``.
+        params: ``S + (3K - 1,)`` (or broadcastable to it).
+        inverse: evaluate the inverse map instead.
+
+    Returns:
+        ``(y, log|dy/dx|)``, both of shape ``S``.
+    """
+    width = params.shape[-1]
+    if width < 2 or (width + 1) % 3:
+        raise ValueError(f"a packed spline needs 3K - 1 raw parameters per element, got {width}")
+    bins = (width + 1) // 3
+    shape = x.shape
+    if params.shape[:-1] != shape:
+        params = params.expand(*shape, width)
+    options = (
+        bins,
+        bool(inverse),
+        float(tail_bound),
+        float(min_bin_width),
+        float(min_bin_height),
+        float(min_derivative),
+    )
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad)
+    if needs_grad and not _functorch_active():
+        return _RationalQuadraticSpline.apply(x, params, *options)
+    # No gradients: skip the Function's bookkeeping (~50 us). Under torch.func
+    # transforms (jacrev, jacfwd, vmap, hessian) plain ops support every mode.
+    flat_x, flat_params = x.reshape(-1), params.reshape(-1, width)
+    out, logabsdet, _ = _evaluate(flat_x, flat_params, *options, differentiable=_functorch_active())
+    return out.view(shape), logabsdet.view(shape)
 
 
 def rational_quadratic_spline(
@@ -64,8 +558,17 @@ def rational_quadratic_spline(
     .. math:: y = y_k + h_k \frac{s_k \xi^2 + \delta_k \xi(1-\xi)}
               {s_k + (\delta_{k+1} + \delta_k - 2 s_k)\xi(1-\xi)}
 
+    .. math:: \frac{dy}{dx} = \frac{s_k^2 \left(\delta_{k+1}\xi^2 + 2 s_k \xi(1-\xi)
+              + \delta_k (1-\xi)^2\right)}{\left(s_k + (\delta_{k+1} + \delta_k - 2 s_k)
+              \xi(1-\xi)\right)^2}
+
+    Knots and derivatives come from :func:`spline_knots`; the boundary derivatives
+    are 1, so the spline joins its identity tails with a continuous derivative.
+    The inverse solves the quadratic in :math:`\xi` in closed form.
+
     References:
-        Durkan et al. (2019), Neural Spline Flows; Gregory & Delbourgo (1982).
+        Durkan et al. (2019), Neural Spline Flows; Gregory & Delbourgo (1982),
+        Piecewise rational quadratic interpolation to monotonic data.
 
     Args:
         x: inputs, any shape ``S``.
@@ -76,50 +579,26 @@ def rational_quadratic_spline(
     Returns:
         ``(y, log|dy/dx|)``, both of shape ``S``.
     """
-    knots_x, knots_y, derivatives = spline_knots(
-        unnormalized_widths,
-        unnormalized_heights,
-        unnormalized_derivatives,
-        tail_bound,
-        min_bin_width,
-        min_bin_height,
-        min_derivative,
+    leading = torch.broadcast_shapes(
+        x.shape,
+        unnormalized_widths.shape[:-1],
+        unnormalized_heights.shape[:-1],
+        unnormalized_derivatives.shape[:-1],
     )
-    inside = (x >= -tail_bound) & (x <= tail_bound)
-    # Clamp before evaluating: the discarded branch of torch.where still back-propagates.
-    x_in = x.clamp(-tail_bound, tail_bound)
-    search = knots_y if inverse else knots_x
-    index = torch.searchsorted(search.detach(), x_in.unsqueeze(-1).detach(), right=True) - 1
-    index = index.clamp(0, search.shape[-1] - 2)
-    x_k = knots_x.gather(-1, index).squeeze(-1)
-    x_k1 = knots_x.gather(-1, index + 1).squeeze(-1)
-    y_k = knots_y.gather(-1, index).squeeze(-1)
-    y_k1 = knots_y.gather(-1, index + 1).squeeze(-1)
-    d_k = derivatives.gather(-1, index).squeeze(-1)
-    d_k1 = derivatives.gather(-1, index + 1).squeeze(-1)
-    w = x_k1 - x_k
-    h = y_k1 - y_k
-    s = h / w
-    if not inverse:
-        xi = ((x_in - x_k) / w).clamp(0, 1)
-        xi_1m = xi * (1 - xi)
-        denominator = s + (d_k1 + d_k - 2 * s) * xi_1m
-        y = y_k + h * (s * xi.square() + d_k * xi_1m) / denominator
-        numerator = s.square() * (d_k1 * xi.square() + 2 * s * xi_1m + d_k * (1 - xi).square())
-        logabsdet = torch.log(numerator) - 2 * torch.log(denominator)
-    else:
-        dy = x_in - y_k
-        c = d_k1 + d_k - 2 * s
-        a = h * (s - d_k) + dy * c
-        b = h * d_k - dy * c
-        cc = -s * dy
-        discriminant = (b.square() - 4 * a * cc).clamp_min(0)
-        xi = ((2 * cc) / (-b - torch.sqrt(discriminant))).clamp(0, 1)
-        y = xi * w + x_k
-        xi_1m = xi * (1 - xi)
-        denominator = s + c * xi_1m
-        numerator = s.square() * (d_k1 * xi.square() + 2 * s * xi_1m + d_k * (1 - xi).square())
-        logabsdet = -(torch.log(numerator) - 2 * torch.log(denominator))
-    y = torch.where(inside, y, x)
-    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
-    return y, logabsdet
+    params = torch.cat(
+        [
+            unnormalized_widths.expand(*leading, -1),
+            unnormalized_heights.expand(*leading, -1),
+            unnormalized_derivatives.expand(*leading, -1),
+        ],
+        dim=-1,
+    )
+    return packed_rational_quadratic_spline(
+        x.expand(leading),
+        params,
+        inverse=inverse,
+        tail_bound=tail_bound,
+        min_bin_width=min_bin_width,
+        min_bin_height=min_bin_height,
+        min_derivative=min_derivative,
+    )

@@ -1,0 +1,204 @@
+"""Masked autoregressive transforms (MAF, autoregressive NSF) and IAF through the contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pushforward.distributions.normal import StandardNormal
+from pushforward.transforms.autoregressive import MaskedAutoregressive
+from pushforward.transforms.base import Compose, Inverse
+from pushforward.transforms.maps import AffineMap, RationalQuadraticSplineMap
+from tests.contract import (
+    assert_invertible,
+    assert_logdet_matches_jacobian,
+    grid_integral_2d,
+    randomize_,
+)
+
+FEATURES = [1, 2, 3, 5, 8]
+MAPS = ["affine", "spline"]
+CONTEXTS = [0, 3]
+
+
+def make_map(kind: str):
+    return AffineMap() if kind == "affine" else RationalQuadraticSplineMap(bins=6, tail_bound=4.0)
+
+
+def make_transform(
+    features: int,
+    kind: str,
+    context: int,
+    dtype: torch.dtype = torch.float64,
+    residual: bool = False,
+    seed: int = 0,
+    scale: float = 0.3,
+) -> MaskedAutoregressive:
+    generator = torch.Generator().manual_seed(seed + 31 * features + context)
+    order = torch.randperm(features, generator=generator)
+    transform = MaskedAutoregressive(
+        features, make_map(kind), hidden=(16, 16), context=context, order=order, residual=residual
+    ).to(dtype)
+    randomize_(transform, scale=scale, generator=generator)
+    return transform
+
+
+def inputs(batch: int, features: int, context: int, dtype: torch.dtype, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, features, generator=generator, dtype=dtype)
+    # Half the rows scaled by 10: far outside the spline's bounds.
+    x[batch // 2 :] *= 10
+    c = torch.randn(batch, context, generator=generator, dtype=dtype) if context else None
+    return x, c
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("kind", MAPS)
+@pytest.mark.parametrize("features", FEATURES)
+def test_invertible_float64(features, kind, context):
+    # Moderate weights: with larger ones, inputs 10x outside the bounds drive the
+    # spline to its minimum bin sizes, where y -> x is ill-conditioned (|dx/dy| ~ 1e5)
+    # and no inverse can meet the tolerance; that is the map's conditioning, not ours.
+    transform = make_transform(features, kind, context, scale=0.15)
+    x, c = inputs(16, features, context, torch.float64)
+    assert_invertible(transform, x, c, atol=1e-10)
+    assert_invertible(Inverse(transform), x, c, atol=1e-10)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("kind", MAPS)
+@pytest.mark.parametrize("features", FEATURES)
+def test_invertible_float32(features, kind, context):
+    transform = make_transform(features, kind, context, dtype=torch.float32, scale=0.1)
+    x, c = inputs(16, features, context, torch.float32)
+    assert_invertible(transform, x, c, atol=1e-4)
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("kind", MAPS)
+@pytest.mark.parametrize("features", FEATURES)
+def test_logdet_matches_jacobian(features, kind, context):
+    transform = make_transform(features, kind, context, residual=features % 2 == 1)
+    x, c = inputs(4, features, context, torch.float64)
+    assert_logdet_matches_jacobian(transform, x, c, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", MAPS)
+@pytest.mark.parametrize("features", [2, 5])
+def test_iaf_through_inverse(features, kind):
+    iaf = Inverse(make_transform(features, kind, context=2))
+    assert iaf.cheap_inverse and not iaf.cheap_forward and iaf.conditional
+    x, c = inputs(4, features, 2, torch.float64)
+    assert_invertible(iaf, x, c, atol=1e-10)
+    assert_logdet_matches_jacobian(iaf, x, c, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", MAPS)
+def test_starts_at_identity(kind):
+    transform = MaskedAutoregressive(4, make_map(kind), context=2).double()
+    x, c = inputs(8, 4, 2, torch.float64)
+    for direction in (transform.forward, transform.inverse):
+        y, logabsdet = direction(x, c)
+        torch.testing.assert_close(y, x, atol=1e-12, rtol=0)
+        assert logabsdet.abs().max() < 1e-12
+
+
+def test_contract_attributes_and_order_buffer():
+    transform = MaskedAutoregressive(3, AffineMap(), order=[2, 0, 1])
+    assert transform.cheap_forward and not transform.cheap_inverse
+    assert not transform.conditional
+    assert MaskedAutoregressive(3, AffineMap(), context=1).conditional
+    assert transform.order.tolist() == [2, 0, 1]
+    assert "made.order" in transform.state_dict()
+
+
+def test_inverse_needs_one_made_pass_per_distinct_order_value():
+    order = torch.tensor([1, 0, 1, 2, 0, 2])  # three groups
+    transform = MaskedAutoregressive(6, RationalQuadraticSplineMap(), order=order).double()
+    randomize_(transform, generator=torch.Generator().manual_seed(2))
+    calls = []
+    # The first masked layer runs once per MADE pass.
+    transform.made.first.register_forward_hook(lambda *_: calls.append(1))
+    x, _ = inputs(8, 6, 0, torch.float64)
+    y, _ = transform(x)
+    calls.clear()
+    transform.inverse(y)
+    assert len(calls) == 3
+    assert_invertible(transform, x, atol=1e-10)
+    assert_logdet_matches_jacobian(transform, x[:3])
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_state_dict_round_trip(residual):
+    transform = make_transform(5, "spline", 2, residual=residual, seed=7)
+    # A different order at construction: the saved buffers must win.
+    reloaded = MaskedAutoregressive(
+        5, make_map("spline"), hidden=(16, 16), context=2, residual=residual
+    ).double()
+    reloaded.load_state_dict(transform.state_dict())
+    x, c = inputs(10, 5, 2, torch.float64)
+    for a, b in zip(transform(x, c), reloaded(x, c), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    for a, b in zip(transform.inverse(x, c), reloaded.inverse(x, c), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_context_handling():
+    transform = make_transform(3, "affine", 2)
+    x, c = inputs(6, 3, 2, torch.float64)
+    # One context row is broadcast to the batch.
+    torch.testing.assert_close(transform(x, c[:1])[0], transform(x, c[:1].expand(6, 2))[0])
+    # A context changes the result, and a missing one is an error.
+    assert not torch.allclose(transform(x, c)[0], transform(x, c.flip(0))[0])
+    with pytest.raises(ValueError, match="pass context"):
+        transform(x)
+    # An unconditional layer ignores the context a conditional flow passes to every layer.
+    plain = make_transform(3, "affine", 0)
+    torch.testing.assert_close(plain(x, c)[0], plain(x)[0])
+    with pytest.raises(ValueError, match="expected input of shape"):
+        transform(torch.randn(6, 4, dtype=torch.float64), c)
+
+
+@pytest.mark.parametrize("iaf", [False, True])
+def test_density_integrates_to_one(iaf):
+    layers = []
+    for seed, order in enumerate([[0, 1], [1, 0]]):
+        transform = MaskedAutoregressive(
+            2, RationalQuadraticSplineMap(bins=5, tail_bound=3.0), hidden=(16,), order=order
+        ).double()
+        randomize_(transform, scale=0.2, generator=torch.Generator().manual_seed(seed))
+        layers.append(Inverse(transform) if iaf else transform)
+    flow = Compose(layers)
+    base = StandardNormal((2,)).double()
+
+    def log_density(points: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z, logabsdet = flow(points)
+        return base.log_prob(z) + logabsdet
+
+    total = grid_integral_2d(log_density, -7.0, 7.0, 600)
+    assert abs(total - 1.0) < 1e-3
+
+
+@given(
+    batch=st.integers(1, 16),
+    features=st.integers(1, 8),
+    context=st.integers(0, 3),
+    kind=st.sampled_from(MAPS),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    magnitude=st.sampled_from([1.0, 100.0, 1e4]),
+    residual=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_finite_for_large_inputs(batch, features, context, kind, dtype, magnitude, residual, seed):
+    transform = make_transform(features, kind, context, dtype=dtype, residual=residual, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    x = magnitude * (2 * torch.rand(batch, features, generator=generator, dtype=dtype) - 1)
+    c = torch.randn(batch, context, generator=generator, dtype=dtype) if context else None
+    for direction in (transform.forward, transform.inverse):
+        y, logabsdet = direction(x, c)
+        assert y.shape == x.shape and y.dtype == dtype
+        assert logabsdet.shape == (batch,)
+        assert torch.isfinite(y).all() and torch.isfinite(logabsdet).all()
