@@ -47,7 +47,9 @@ class MaskedLinear(nn.Linear):
             raise ValueError(
                 f"mask has shape {tuple(mask.shape)}, expected ({out_features}, {in_features})"
             )
-        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+        # Stored in the weight's dtype (and converted with it): a bool mask would make
+        # every forward allocate a promoted copy before the product.
+        self.register_buffer("mask", (mask.detach() != 0).to(self.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         return F.linear(x, self.weight * self.mask, self.bias)

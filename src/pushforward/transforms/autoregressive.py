@@ -76,6 +76,7 @@ class MaskedAutoregressive(Transform):
             zero_last=True,
         )
         self.conditional = context > 0
+        self._groups: tuple[Tensor, ...] | None = None
 
     @property
     def order(self) -> Tensor:
@@ -98,9 +99,7 @@ class MaskedAutoregressive(Transform):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Base to data, one MADE pass per rank: ``y: (B, D)`` -> ``(x, logabsdet: (B,))``."""
         self._check(y)
-        rank = self.made.rank
-        # Features sorted by rank and split into groups of equal rank (one host sync).
-        groups = torch.argsort(rank, stable=True).split(torch.bincount(rank).tolist())
+        groups = self._rank_groups()
         # Features not yet solved stay at zero: they never feed a solved feature, and
         # zeros (unlike stale values) cannot overflow into NaN through the masked matmul.
         x = torch.zeros_like(y)
@@ -111,6 +110,22 @@ class MaskedAutoregressive(Transform):
             x = x.index_copy(1, index, solved)
             logabsdet = logabsdet + group_logabsdet.sum(dim=1)
         return x, logabsdet
+
+    def _rank_groups(self) -> tuple[Tensor, ...]:
+        """Features sorted by rank, split into groups of equal rank (solved together).
+
+        Computed once (it costs a host sync) and again only after the order buffer is
+        replaced by ``load_state_dict`` or moved to another device.
+        """
+        rank = self.made.rank
+        if self._groups is None or self._groups[0].device != rank.device:
+            order = torch.argsort(rank, stable=True)
+            self._groups = order.split(torch.bincount(rank).tolist())
+        return self._groups
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self._groups = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"features={self.features}, conditional={self.conditional}"
