@@ -8,7 +8,13 @@ import torch
 
 from pushforward.distributions import make_base
 from pushforward.flows.flow import Flow
-from pushforward.flows.options import choice, hidden_widths, positive_float, positive_int
+from pushforward.flows.options import (
+    choice,
+    hidden_widths,
+    positive_int,
+    sizes,
+    spline_options,
+)
 from pushforward.registry import register
 from pushforward.transforms.autoregressive import MaskedAutoregressive
 from pushforward.transforms.base import Compose, Inverse, Transform
@@ -95,8 +101,7 @@ def maf(
         activation: hidden nonlinearity.
         batch_norm: insert batch normalisation bijections between layers (as in MAF).
     """
-    features = positive_int("features", features)
-    context = positive_int("context", context, minimum=0)
+    features, context = sizes(features, context)
     layers = _autoregressive_layers(
         features,
         context,
@@ -136,8 +141,7 @@ def iaf(
 
     Args: as :func:`maf` (no batch normalisation).
     """
-    features = positive_int("features", features)
-    context = positive_int("context", context, minimum=0)
+    features, context = sizes(features, context)
     layers = _autoregressive_layers(
         features,
         context,
@@ -178,12 +182,8 @@ def nsf_autoregressive(
 
     Args: as :func:`maf`, plus ``bins`` (spline bins) and ``tail_bound``.
     """
-    features = positive_int("features", features)
-    context = positive_int("context", context, minimum=0)
-    options = {
-        "bins": positive_int("bins", bins),
-        "tail_bound": positive_float("tail_bound", tail_bound),
-    }
+    features, context = sizes(features, context)
+    options = spline_options(bins, tail_bound)
     layers = _autoregressive_layers(
         features,
         context,

@@ -8,7 +8,13 @@ import torch
 
 from pushforward.distributions import make_base
 from pushforward.flows.flow import Flow
-from pushforward.flows.options import choice, hidden_widths, positive_float, positive_int
+from pushforward.flows.options import (
+    choice,
+    hidden_widths,
+    positive_int,
+    sizes,
+    spline_options,
+)
 from pushforward.registry import register
 from pushforward.transforms.base import Compose, Transform
 from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
@@ -102,12 +108,8 @@ def nsf(
         normalization: ``actnorm`` or ``batchnorm`` layers between couplings.
         activation: hidden nonlinearity.
     """
-    features = positive_int("features", features)
-    context = positive_int("context", context, minimum=0)
-    options = {
-        "bins": positive_int("bins", bins),
-        "tail_bound": positive_float("tail_bound", tail_bound),
-    }
+    features, context = sizes(features, context)
+    options = spline_options(bins, tail_bound)
     layers = _coupling_layers(
         features,
         context,
@@ -143,8 +145,7 @@ def realnvp(
 
     Args: as :func:`nsf`, without spline options; ``normalization`` defaults to ActNorm.
     """
-    features = positive_int("features", features)
-    context = positive_int("context", context, minimum=0)
+    features, context = sizes(features, context)
     layers = _coupling_layers(
         features,
         context,

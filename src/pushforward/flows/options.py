@@ -35,3 +35,16 @@ def choice(name: str, value: object, valid: Sequence[str]) -> str:
             f"option {name!r} must be one of {', '.join(map(repr, valid))}, got {value!r}"
         )
     return str(value)
+
+
+def sizes(features: object, context: object) -> tuple[int, int]:
+    """The ``features`` (at least 1) and ``context`` (at least 0) options, validated."""
+    return positive_int("features", features), positive_int("context", context, minimum=0)
+
+
+def spline_options(bins: object, tail_bound: object) -> dict[str, float | int]:
+    """The ``bins`` and ``tail_bound`` options as keyword arguments of a spline map."""
+    return {
+        "bins": positive_int("bins", bins),
+        "tail_bound": positive_float("tail_bound", tail_bound),
+    }

@@ -24,8 +24,8 @@ from pushforward.transforms.functional.spline import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
-    packed_rational_quadratic_spline,
 )
+from pushforward.transforms.maps import RationalQuadraticSplineMap
 
 
 def _event_shape(features: int | Sequence[int]) -> tuple[int, ...]:
@@ -112,27 +112,19 @@ class ElementwiseSpline(Transform):
         min_derivative: float = DEFAULT_MIN_DERIVATIVE,
     ) -> None:
         super().__init__()
-        if bins < 1:
-            raise ValueError(f"a spline needs at least one bin, got bins={bins}")
-        if tail_bound <= 0:
-            raise ValueError(f"tail_bound must be positive, got {tail_bound}")
-        self.bins = int(bins)
-        self.tail_bound = float(tail_bound)
-        self.min_bin_width = float(min_bin_width)
-        self.min_bin_height = float(min_bin_height)
-        self.min_derivative = float(min_derivative)
-        self.params = nn.Parameter(torch.zeros(*_event_shape(features), 3 * self.bins - 1))
+        # The map validates the options and holds them; this layer adds the parameters.
+        self.map = RationalQuadraticSplineMap(
+            bins, tail_bound, min_bin_width, min_bin_height, min_derivative
+        )
+        self.bins = self.map.bins
+        self.tail_bound = self.map.tail_bound
+        self.params = nn.Parameter(
+            torch.zeros(*_event_shape(features), self.map.params_per_feature)
+        )
 
     def _spline(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        y, logabsdet = packed_rational_quadratic_spline(
-            x,
-            self.params.to(x.dtype).expand(*x.shape, self.params.shape[-1]),
-            inverse=inverse,
-            tail_bound=self.tail_bound,
-            min_bin_width=self.min_bin_width,
-            min_bin_height=self.min_bin_height,
-            min_derivative=self.min_derivative,
-        )
+        params = self.params.to(x.dtype).expand(*x.shape, self.params.shape[-1])
+        y, logabsdet = self.map.inverse(x, params) if inverse else self.map(x, params)
         return y, sum_except_batch(logabsdet)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
