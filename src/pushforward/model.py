@@ -97,11 +97,11 @@ class Model(nn.Module):
         return size
 
     def _reference(self) -> Tensor | None:
-        for tensor in self.parameters():
-            return tensor
-        for tensor in self.buffers():
-            if tensor.is_floating_point():
-                return tensor
+        for parameter in self.parameters():
+            return parameter
+        for buffer in self.buffers():
+            if buffer.is_floating_point():
+                return buffer
         return None
 
     def check_input(self, x: Tensor) -> Tensor:

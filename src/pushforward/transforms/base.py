@@ -59,7 +59,7 @@ class Compose(Transform):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = y.new_zeros(y.shape[0])
         for transform in reversed(self.transforms):
-            y, logabsdet = transform.inverse(y, context)
+            y, logabsdet = transform.inverse(y, context)  # type: ignore[operator]
             total = total + logabsdet
         return y, total
 

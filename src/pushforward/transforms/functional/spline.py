@@ -132,8 +132,8 @@ def _knots_from_probabilities(
     # As the p_j sum to 1 the offset folds into the matrix, so one product gives
     # every knot: cumulative[i, j] = 2B (1 - K m) [j < i] + (-B + 2B m i); on CPU
     # this is ~5x faster than a cumulative sum over the bins plus a broadcast add.
-    scale = 2 * tail_bound * (1 - k * min_width)
-    cumulative = torch.full((k + 1, k), scale, dtype=dtype, device=device).tril_(-1)
+    step = 2 * tail_bound * (1 - k * min_width)
+    cumulative = torch.full((k + 1, k), step, dtype=dtype, device=device).tril_(-1)
     offset = torch.linspace(
         -tail_bound, tail_bound * (2 * k * min_width - 1), k + 1, dtype=dtype, device=device
     )
@@ -339,7 +339,7 @@ class _RationalQuadraticSpline(torch.autograd.Function):
     def forward(ctx, x: Tensor, params: Tensor, *options) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         flat_x = x.reshape(-1)
         flat_params = params.reshape(flat_x.shape[0], -1)
-        out, logabsdet, saved = _evaluate(flat_x, flat_params, *options, differentiable=False)
+        out, logabsdet, saved = _evaluate(flat_x, flat_params, *options, differentiable=False)  # type: ignore[misc]
         ctx.options = options
         # Save the inputs themselves (not their flat views) so a double backward
         # can recompute from tensors that carry their autograd history.
@@ -350,10 +350,11 @@ class _RationalQuadraticSpline(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor | None, grad_logabsdet: Tensor | None):  # type: ignore[override]
         grad_x, grad_params = _backward(ctx, grad_out, grad_logabsdet)
-        if grad_x is not None:
-            shape = (grad_out if grad_out is not None else grad_logabsdet).shape
-            grad_x = grad_x.view(shape)
-            grad_params = grad_params.view(*shape, -1)
+        if grad_x is not None and grad_params is not None:
+            upstream = grad_out if grad_out is not None else grad_logabsdet
+            assert upstream is not None  # _backward returns gradients only given one
+            grad_x = grad_x.view(upstream.shape)
+            grad_params = grad_params.view(*upstream.shape, -1)
         return grad_x, grad_params, None, None, None, None, None, None
 
 
