@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 .venv/bin/ruff check .
+.venv/bin/mypy src
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 exec .venv/bin/python -m pytest -n 2 -q "$@"

@@ -11,6 +11,7 @@ from pushforward.flows import Flow
 from pushforward.model import Model
 from pushforward.registry import available, build, register
 from pushforward.serialization import load, save
+from pushforward.train import fit
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "available",
     "build",
+    "fit",
     "flows",
     "load",
     "register",

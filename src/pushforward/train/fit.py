@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import os
+import time
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from pushforward.model import Model
+from pushforward.train.batches import EpochBatches
+from pushforward.train.callbacks import Callback
+from pushforward.train.distributed import loss_function, placement
+from pushforward.train.ema import EMA
+from pushforward.train.history import History
+from pushforward.train.interrupts import raise_for, stop_on_signals
+from pushforward.train.loop import TrainingLoop, model_device
+from pushforward.train.progress import ProgressBar
+from pushforward.train.schedule import warmup_cosine
 
-
-@dataclass
-class History:
-    """What a training run recorded.
-
-    Attributes:
-        steps: the step index of every recorded loss.
-        loss: the training loss at those steps.
-        skipped: how many steps were skipped for a non-finite loss.
-    """
-
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    skipped: int = 0
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    r"""Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to 0.
-
-    .. math:: f(s) = \min(1, s / w) \cdot \tfrac12 (1 + \cos(\pi \max(0, s - w) / (T - w)))
-    """
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+Validation = float | Tensor | tuple[Tensor, Tensor | None] | None
 
 
 def fit(
@@ -46,75 +31,241 @@ def fit(
     steps: int = 2000,
     batch_size: int = 512,
     lr: float = 1e-3,
+    optimizer: str = "adamw",
+    betas: tuple[float, float] = (0.9, 0.999),
     weight_decay: float = 0.0,
     warmup: int = 100,
+    final_lr: float = 0.0,
     clip: float | None = 5.0,
+    ema: float | None = None,
+    validation: Validation = None,
+    eval_every: int = 100,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    eval_batch_size: int | None = None,
     seed: int = 0,
     log_every: int = 100,
     max_skipped_in_a_row: int = 50,
-    callback: Callable[[int, float], None] | None = None,
+    callbacks: Sequence[Callback] = (),
+    quiet: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    distributed: bool | None = None,
+    handle_signals: bool = True,
 ) -> History:
-    """Trains ``model`` by minimising ``model.loss`` on minibatches of ``data``.
+    r"""Trains ``model`` by minimising ``model.loss`` on minibatches of ``data``.
 
-    AdamW with linear warm-up and cosine decay, gradient-norm clipping, and a
-    seeded minibatch order (so the same seed gives the same run). A step whose
-    loss is NaN or Inf is skipped and counted; ``max_skipped_in_a_row`` such
-    steps stop the run with an error.
+    Adam or AdamW (Kingma & Ba, 2015; Loshchilov & Hutter, 2019) with learning
+    rate ``lr * f(step)``, ``f`` a linear warm-up then cosine decay
+    (:func:`warmup_cosine`), gradient-norm clipping at ``clip``, and weight
+    decay on weight matrices only (parameters with two or more dimensions).
+    Minibatches are epoch-wise permutations from a generator seeded with
+    ``seed``; torch's global generator is forked and seeded with ``seed`` for
+    the run (so stochastic losses are reproducible and the caller's generator is
+    left untouched). Same seed, same initial weights: bitwise the same weights
+    on CPU.
+
+    **Weights after fit.** With validation, the model holds the weights of the
+    best validation loss (the EMA weights at that step when EMA is on); else,
+    with EMA, the EMA weights; else the last weights. ``history.weights`` says
+    which, and ``history.last_weights`` keeps the raw last weights when they
+    are not the ones returned.
+
+    **Non-finite steps.** A step whose loss or gradient norm is NaN/Inf is
+    skipped (no update), counted in ``history.skipped``; after
+    ``max_skipped_in_a_row`` in a row a ``RuntimeError`` stops the run. Weights
+    are checked before every checkpoint and a non-finite one is never written.
+
+    **Checkpoints.** With ``checkpoint_dir``, a checkpoint (see
+    :mod:`pushforward.train.checkpoint`) is written every ``checkpoint_every``
+    steps and when the run ends or is stopped; ``resume=True`` continues from the
+    latest one exactly (the same weights, bitwise, as an uninterrupted run), or
+    starts afresh when there is none. SIGINT/SIGTERM received during ``fit``
+    finish the current step, write a checkpoint, and raise ``KeyboardInterrupt``
+    (exit status 130) or ``SystemExit(143)``; the previous handlers are restored.
+
+    **Distributed.** Inside an initialised ``torch.distributed`` process group
+    (e.g. under ``torchrun``) the model is wrapped in DistributedDataParallel;
+    every rank draws the same global batch of ``batch_size`` examples and
+    trains on its slice of ``batch_size / world_size``; only rank 0 writes
+    checkpoints and shows progress.
+
+    References: Kingma & Ba (2015), Adam: A Method for Stochastic Optimization;
+    Loshchilov & Hutter (2019), Decoupled Weight Decay Regularization;
+    Polyak & Juditsky (1992), Acceleration of Stochastic Approximation by Averaging;
+    Prechelt (1998), Early Stopping - But When?
 
     Args:
         model: any pushforward model.
         data: ``(n, *event_shape)`` training data.
         context: ``(n, context)`` conditioning inputs, or ``None``.
+        steps: optimisation steps in all (a resumed run counts those already done).
+        batch_size: global minibatch size (capped at the training-set size).
+        lr: peak learning rate.
+        optimizer: ``"adamw"`` (decoupled weight decay) or ``"adam"`` (L2 penalty).
+        betas: Adam's moment decays.
+        weight_decay: weight decay of weight matrices.
+        warmup: linear warm-up steps.
+        final_lr: the learning-rate factor reached at the end of the cosine decay.
+        clip: maximal gradient norm, or ``None`` for no clipping.
+        ema: decay of the exponential moving average of weights, or ``None``.
+        validation: a fraction of ``data`` held out (seeded split), explicit
+            validation data ``(m, *event_shape)``, or ``(data, context)``.
+        eval_every: steps between validations (and one at the last step).
+        patience: stop after this many validations without improvement by more
+            than ``min_delta``; ``None`` never stops early.
+        min_delta: the improvement that counts.
+        eval_batch_size: chunk size of validation (default ``4 * batch_size``).
+        seed: seed of the minibatch order, the validation split and the run's RNG.
+        log_every: steps between entries of ``history.loss``.
+        max_skipped_in_a_row: non-finite steps in a row that stop the run.
+        callbacks: :class:`Callback` objects.
+        quiet: no progress bar (it is also off when standard error is not a TTY).
+        checkpoint_dir: where checkpoints go (``None`` for none).
+        checkpoint_every: steps between checkpoints (default: only at the end).
+        resume: continue from the latest checkpoint in ``checkpoint_dir``.
+        distributed: ``None`` follows ``torch.distributed``; ``False`` trains alone.
+        handle_signals: turn SIGINT/SIGTERM into checkpoint-and-exit.
 
     Returns:
-        The loss history.
+        The :class:`History` of the run (including the part before a resume).
     """
-    if data.shape[0] == 0:
-        raise ValueError("the training data is empty")
-    if context is not None and context.shape[0] != data.shape[0]:
+    where = placement(distributed)
+    train_x, train_c, val_x, val_c = _split(model, data, context, validation, seed)
+    global_batch = min(batch_size, train_x.shape[0])
+    if global_batch % where.world_size:
         raise ValueError(
-            f"context has {context.shape[0]} rows but there are {data.shape[0]} data rows"
+            f"batch_size {global_batch} is not divisible by the {where.world_size} processes"
         )
-    model.check_input(data[:1])
-    model.check_context(None if context is None else context[:1], 1)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, steps, warmup)
-    )
-    history = History()
-    in_a_row = 0
-    model.train()
-    for step in range(steps):
-        index = torch.randint(
-            0, data.shape[0], (min(batch_size, data.shape[0]),), generator=generator
+    if steps < 0 or eval_every < 1 or log_every < 1:
+        raise ValueError("steps must be >= 0 and eval_every, log_every >= 1")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    options = {
+        "seed": seed,
+        "batch_size": global_batch,
+        "optimizer": optimizer,
+        "train_size": train_x.shape[0],
+        "validation_size": 0 if val_x is None else val_x.shape[0],
+        "steps": steps,
+        "lr": lr,
+        "warmup": warmup,
+        "final_lr": final_lr,
+        "ema": ema,
+        "world_size": where.world_size,
+    }
+    optim = _optimizer(model, optimizer, lr, betas, weight_decay)
+    # Under DDP, wrapping broadcasts rank 0's weights: the EMA must start after it.
+    loss_of = loss_function(model, where)
+    averager = None if ema is None else EMA(model, ema)
+    batches = EpochBatches(train_x.shape[0], global_batch, seed)
+    progress = ProgressBar(quiet=quiet or not where.writes)
+    watchers = [progress, *callbacks]
+    loop = TrainingLoop(model, optim, averager, batches, where, options, checkpoint_dir)
+    device = model_device(model)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), stop_on_signals(handle_signals) as request:
+        torch.manual_seed(seed)
+        if resume and checkpoint_dir is not None:
+            loop.restore()
+        local = global_batch // where.world_size
+        start = time.perf_counter()
+        seconds_before = loop.history.seconds
+        for watcher in watchers:
+            watcher.on_start(loop.step, steps)
+        try:
+            while loop.step < steps and not loop.history.stopped_early:
+                index = batches.next()[where.rank * local : (where.rank + 1) * local]
+                batch = train_x[index.to(train_x.device)]
+                batch_context = None if train_c is None else train_c[index.to(train_c.device)]
+                lr_now = lr * warmup_cosine(loop.step, steps, warmup, final_lr)
+                logs = loop.train_step(loss_of, batch, batch_context, lr_now, clip, request)
+                step = loop.step
+                if logs["skipped"] and loop.in_a_row >= max_skipped_in_a_row:
+                    raise RuntimeError(
+                        f"the loss or its gradient was NaN or Inf for {loop.in_a_row} steps in a "
+                        f"row (up to step {step}); lower the learning rate (lr={lr}), "
+                        "set clip, or check the data"
+                    )
+                stop = any([bool(w.on_step(step, logs)) for w in watchers])
+                if val_x is not None and (step % eval_every == 0 or step == steps):
+                    size = eval_batch_size or 4 * global_batch
+                    eval_logs = loop.evaluate(val_x, val_c, size, seed, patience, min_delta)
+                    stop = any([bool(w.on_eval(step, eval_logs)) for w in watchers]) or stop
+                loop.history.seconds = seconds_before + time.perf_counter() - start
+                stopping = stop or loop.history.stopped_early or request.signal is not None
+                # A signal is a pause, not an end: its partial interval stays in the
+                # checkpoint so a resumed history equals an uninterrupted one.
+                if step % log_every == 0 or step == steps or stop or loop.history.stopped_early:
+                    loop.record(lr_now)
+                if (checkpoint_every and step % checkpoint_every == 0) or stopping:
+                    loop.checkpoint()
+                if request.signal is not None:
+                    raise_for(request.signal)
+                if stop:
+                    break
+            if loop.written != loop.step:
+                loop.checkpoint()
+        finally:
+            progress.close()
+    loop.finish()
+    for watcher in watchers:
+        watcher.on_end(loop.history)
+    return loop.history
+
+
+def _optimizer(
+    model: Model, name: str, lr: float, betas: tuple[float, float], weight_decay: float
+) -> torch.optim.Optimizer:
+    # Decay weight matrices only: shifts, scales and norms are not penalised.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    groups = [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [group for group in groups if group["params"]]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=betas)
+    raise ValueError(f"unknown optimizer {name!r}; use 'adam' or 'adamw'")
+
+
+def _split(
+    model: Model, data: Tensor, context: Tensor | None, validation: Validation, seed: int
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Checks the inputs and returns ``(train_x, train_c, val_x, val_c)``."""
+    if not isinstance(data, Tensor) or data.ndim == 0 or data.shape[0] == 0:
+        raise ValueError("the training data is empty")
+    model.check_input(data)
+    context = model.check_context(context, data.shape[0])
+    if validation is None:
+        return data, context, None, None
+    if isinstance(validation, float):
+        if not 0.0 < validation < 1.0:
+            raise ValueError(f"the validation fraction must be in (0, 1), got {validation}")
+        held = max(1, round(validation * data.shape[0]))
+        if held >= data.shape[0]:
+            raise ValueError(f"validation={validation} leaves no training data")
+        order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed + 1))
+        order = order.to(data.device)
+        val, train = order[:held], order[held:]
+        return (
+            data[train],
+            None if context is None else context[train],
+            data[val],
+            None if context is None else context[val],
         )
-        batch = data[index]
-        batch_context = None if context is None else context[index]
-        loss = model.loss(batch, batch_context)
-        if not torch.isfinite(loss):
-            history.skipped += 1
-            in_a_row += 1
-            if in_a_row >= max_skipped_in_a_row:
-                raise RuntimeError(
-                    f"the loss was NaN or Inf for {in_a_row} steps in a row (at step {step}); "
-                    "lower the learning rate or check the data"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
-            continue
-        in_a_row = 0
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        schedule.step()
-        if step % log_every == 0 or step == steps - 1:
-            value = loss.item()
-            history.steps.append(step)
-            history.loss.append(value)
-            if callback is not None:
-                callback(step, value)
-    model.eval()
-    return history
+    val_x, val_c = validation if isinstance(validation, tuple) else (validation, None)
+    if val_x.shape[0] == 0:
+        raise ValueError("the validation data is empty")
+    model.check_input(val_x)
+    if val_c is not None and val_c.shape[0] != val_x.shape[0]:
+        raise ValueError(
+            f"validation context has {val_c.shape[0]} rows but there are "
+            f"{val_x.shape[0]} validation rows"
+        )
+    return data, context, val_x, model.check_context(val_c, val_x.shape[0])

@@ -1,0 +1,70 @@
+"""Minibatch order: an epoch-wise random permutation drawn from a seeded generator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class EpochBatches:
+    """Yields index batches of a fixed size, each epoch a fresh random permutation.
+
+    Every example is seen once per epoch; the last incomplete batch of an epoch
+    is dropped so all batches have the same size (the loss scale stays the same
+    from step to step). The generator is a CPU ``torch.Generator`` seeded with
+    ``seed``, so the order is the same on every machine and every rank.
+
+    For an exact resume the state is the generator state *before* the current
+    epoch's permutation and the position in it: restoring redraws the same
+    permutation and leaves the generator where it was.
+
+    Args:
+        size: number of examples.
+        batch_size: examples per batch (at most ``size``).
+        seed: the generator's seed.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        if batch_size > size:
+            raise ValueError(f"batch_size {batch_size} exceeds the {size} training examples")
+        self.size = size
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_start: Tensor | None = None
+        self.permutation: Tensor | None = None
+        self.position = 0
+        self.epoch = 0
+
+    def next(self) -> Tensor:
+        """The next batch of indices, shape ``(batch_size,)``, int64 on CPU."""
+        if self.permutation is None or self.position + self.batch_size > self.size:
+            if self.permutation is not None:
+                self.epoch += 1
+            self.epoch_start = self.generator.get_state()
+            self.permutation = torch.randperm(self.size, generator=self.generator)
+            self.position = 0
+        batch = self.permutation[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """``(json_part, tensors)`` describing where the order stands."""
+        json_part = {"position": self.position, "epoch": self.epoch, "started": self.started}
+        tensors = {} if self.epoch_start is None else {"batches_epoch_start": self.epoch_start}
+        return json_part, tensors
+
+    @property
+    def started(self) -> bool:
+        return self.permutation is not None
+
+    def restore(self, json_part: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+        """Inverse of :meth:`state`."""
+        self.epoch = int(json_part["epoch"])
+        if not json_part["started"]:
+            return
+        self.epoch_start = tensors["batches_epoch_start"]
+        self.generator.set_state(self.epoch_start)
+        self.permutation = torch.randperm(self.size, generator=self.generator)
+        self.position = int(json_part["position"])

@@ -1,0 +1,261 @@
+"""The state of a training run: one step, validation, checkpoint and restore."""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pushforward.model import Model
+from pushforward.train.batches import EpochBatches
+from pushforward.train.checkpoint import (
+    Checkpoint,
+    global_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_global_rng_state,
+    save_checkpoint,
+)
+from pushforward.train.distributed import Placement, all_reduce_mean
+from pushforward.train.ema import EMA
+from pushforward.train.history import History
+
+# Options that fix the trajectory: a resume with other values would not continue
+# the same run, so it is refused.
+TRAJECTORY_OPTIONS = ("seed", "batch_size", "optimizer", "train_size", "validation_size")
+
+
+class TrainingLoop:
+    """The mutable state of one training run and the operations that change it.
+
+    ``fit`` drives it; it holds the step counter, the optimizer, the EMA, the
+    minibatch order, early-stopping counters and the history, and turns all of
+    them into a :class:`~pushforward.train.checkpoint.Checkpoint` and back.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        optim: torch.optim.Optimizer,
+        averager: EMA | None,
+        batches: EpochBatches,
+        where: Placement,
+        options: dict[str, Any],
+        directory: str | os.PathLike[str] | None,
+    ) -> None:
+        self.model = model
+        self.optim = optim
+        self.averager = averager
+        self.batches = batches
+        self.where = where
+        self.options = options
+        self.directory = directory
+        self.history = History()
+        self.step = 0
+        self.written = -1
+        self.in_a_row = 0
+        self.evals_since_best = 0
+        self.best: dict[str, Tensor] | None = None
+        self.interval_sum = 0.0
+        self.interval_count = 0
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+
+    def train_step(
+        self,
+        loss_of: torch.nn.Module,
+        batch: Tensor,
+        context: Tensor | None,
+        lr: float,
+        clip: float | None,
+        request: Any,
+    ) -> dict[str, Any]:
+        self.model.train()
+        self.optim.zero_grad(set_to_none=True)
+        loss = loss_of(batch, context)
+        # One reduction carries the loss and any stop request, so all ranks agree
+        # on skipping and stopping.
+        flag = 0.0 if request.signal is None else 1.0
+        shared = all_reduce_mean(torch.stack([loss.detach(), loss.new_tensor(flag)]), self.where)
+        if shared[1] > 0 and request.signal is None:
+            request.signal = 15
+        value = float(shared[0])
+        grad_norm = math.nan
+        if math.isfinite(value):
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.parameters, math.inf if clip is None else clip
+            )
+            grad_norm = float(norm)
+        self.step += 1
+        self.history.steps_done = self.step
+        if not math.isfinite(grad_norm):
+            self.optim.zero_grad(set_to_none=True)
+            self.history.skipped += 1
+            self.history.skipped_steps.append(self.step)
+            self.in_a_row += 1
+            return {"loss": value, "learning_rate": lr, "grad_norm": grad_norm, "skipped": 1}
+        self.in_a_row = 0
+        for group in self.optim.param_groups:
+            group["lr"] = lr
+        self.optim.step()
+        if self.averager is not None:
+            self.averager.update(self.model)
+        self.interval_sum += value
+        self.interval_count += 1
+        return {"loss": value, "learning_rate": lr, "grad_norm": grad_norm, "skipped": 0}
+
+    def record(self, lr: float) -> None:
+        mean = self.interval_sum / self.interval_count if self.interval_count else math.nan
+        self.history.steps.append(self.step)
+        self.history.loss.append(mean)
+        self.history.learning_rate.append(lr)
+        self.interval_sum, self.interval_count = 0.0, 0
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        val_x: Tensor,
+        val_c: Tensor | None,
+        chunk: int,
+        seed: int,
+        patience: int | None,
+        min_delta: float,
+    ) -> dict[str, Any]:
+        """Validation loss of the weights in use (EMA if on), with fixed noise."""
+        self.model.eval()
+        context = nullcontext() if self.averager is None else self.averager.applied(self.model)
+        total = 0.0
+        device = model_device(self.model)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        # A fixed seed gives stochastic losses the same noise at every validation
+        # (comparable values), and the fork keeps the training stream untouched.
+        with context, torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + 2)
+            for begin in range(0, val_x.shape[0], chunk):
+                x = val_x[begin : begin + chunk]
+                c = None if val_c is None else val_c[begin : begin + chunk]
+                total += float(self.model.loss(x, c)) * x.shape[0]
+            loss = total / val_x.shape[0]
+            best = self.history.best_val_loss
+            if math.isfinite(loss) and (best is None or loss < best - min_delta):
+                self.history.best_val_loss, self.history.best_step = loss, self.step
+                self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.evals_since_best = 0
+            else:
+                self.evals_since_best += 1
+        self.history.eval_steps.append(self.step)
+        self.history.val_loss.append(loss)
+        if patience is not None and self.evals_since_best >= patience:
+            self.history.stopped_early = True
+        return {
+            "val_loss": loss,
+            "best_val_loss": self.history.best_val_loss,
+            "best_step": self.history.best_step,
+        }
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        self.written = self.step
+        if self.directory is None or not self.where.writes:
+            return
+        model_state = self.model.state_dict()
+        for name, tensor in model_state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise RuntimeError(
+                    f"weight {name!r} holds NaN or Inf at step {self.step}; "
+                    "no checkpoint was written (the previous one is intact)"
+                )
+        batch_json, batch_tensors = self.batches.state()
+        rng = global_rng_state()
+        rng.update(batch_tensors)
+        state = {
+            "options": self.options,
+            "history": self.history.to_dict(),
+            "batches": batch_json,
+            "scheduler": {
+                "name": "warmup_cosine",
+                "total": self.options["steps"],
+                "warmup": self.options["warmup"],
+                "final": self.options["final_lr"],
+            },
+            "in_a_row": self.in_a_row,
+            "evals_since_best": self.evals_since_best,
+            "interval_sum": self.interval_sum,
+            "interval_count": self.interval_count,
+            "ema_updates": None if self.averager is None else self.averager.updates,
+        }
+        save_checkpoint(
+            self.directory,
+            Checkpoint(
+                step=self.step,
+                model=model_state,
+                optimizer=self.optim.state_dict(),
+                rng=rng,
+                state=state,
+                ema=None if self.averager is None else self.averager.module_state(self.model),
+                best=self.best,
+            ),
+        )
+
+    def restore(self) -> None:
+        assert self.directory is not None
+        path = latest_checkpoint(self.directory)
+        if path is None:
+            return
+        saved = load_checkpoint(path)
+        state = saved.state
+        differing = [
+            f"{name}={state['options'].get(name)!r} (now {self.options[name]!r})"
+            for name in TRAJECTORY_OPTIONS
+            if state["options"].get(name) != self.options[name]
+        ]
+        if differing:
+            raise ValueError(
+                f"cannot resume from {path}: it was trained with " + ", ".join(differing)
+            )
+        try:
+            self.model.load_state_dict(saved.model, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{path} does not fit this model: {error}") from None
+        self.optim.load_state_dict(saved.optimizer)
+        if self.averager is not None:
+            if saved.ema is None:
+                raise ValueError(f"{path} holds no EMA weights but ema={self.averager.decay}")
+            self.averager.load_state_dict(saved.ema, state["ema_updates"])
+        self.best = saved.best
+        restore_global_rng_state(saved.rng)
+        self.batches.restore(state["batches"], saved.rng)
+        self.history = History.from_dict(state["history"])
+        self.step = saved.step
+        self.written = saved.step
+        self.in_a_row = state["in_a_row"]
+        self.evals_since_best = state["evals_since_best"]
+        self.interval_sum = state["interval_sum"]
+        self.interval_count = state["interval_count"]
+
+    def finish(self) -> None:
+        """Puts the weights ``fit`` returns into the model (see ``fit``)."""
+        self.model.eval()
+        if self.best is None and self.averager is None:
+            self.history.weights = "last"
+            return
+        self.history.last_weights = {
+            k: v.detach().clone() for k, v in self.model.state_dict().items()
+        }
+        if self.best is not None:
+            self.model.load_state_dict(self.best)
+            self.history.weights = "best"
+        elif self.averager is not None:
+            self.averager.copy_to(self.model)
+            self.history.weights = "ema"
+
+
+def model_device(model: Model) -> torch.device:
+    """The device of the model's first parameter or floating buffer (CPU if none)."""
+    reference = model._reference()
+    return torch.device("cpu") if reference is None else reference.device
