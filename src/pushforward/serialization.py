@@ -91,6 +91,10 @@ def save(model: Model, directory: str | os.PathLike[str]) -> Path:
         "dtype": _floating_dtype(model),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
+    if config.get("standardization"):
+        # A flow fitted to standardised data, saved in the data's original units:
+        # the shapes of the folded standardisation (its values are in the weights).
+        description["standardization"] = config["standardization"]
     atomic_write_bytes(directory / WEIGHTS_FILE, weights)
     atomic_write_bytes(directory / CONFIG_FILE, json.dumps(description, indent=2).encode())
     return directory
@@ -113,6 +117,16 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} has format version {version}; this pushforward reads version {FORMAT_VERSION}"
         )
     return description
+
+
+def _fold_placeholder(model: Model, standardization: Any, directory: Path) -> Model:
+    from pushforward.flows.flow import Flow, fold_placeholder_standardization
+
+    if not isinstance(model, Flow) or not isinstance(standardization, dict):
+        raise ValueError(
+            f"{directory / CONFIG_FILE} describes a standardisation this model cannot hold"
+        )
+    return fold_placeholder_standardization(model, standardization)
 
 
 def load(
@@ -138,6 +152,8 @@ def load(
     except SafetensorError as error:
         raise ValueError(f"{weights_path} is not a valid safetensors file ({error})") from None
     model = build(description["model"], **description["options"])
+    if description.get("standardization"):
+        model = _fold_placeholder(model, description["standardization"], directory)
     dtype = getattr(torch, description.get("dtype", "float32"))
     model.to(dtype=dtype)
     try:

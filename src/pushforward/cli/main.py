@@ -1,53 +1,231 @@
-"""The ``pushforward`` command."""
+"""The ``pushforward`` command: train, eval, sample, demo."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from pushforward.registry import available
 
 EPILOG = """examples:
-  pushforward demo                         train NSF on the two-moons toy, print test log-likelihood
-  pushforward demo --model maf --data 8gaussians --steps 1000
+  pushforward train --data builtin:moons --model nsf --out runs/moons
+  pushforward eval runs/moons --data builtin:moons
+  pushforward sample runs/moons -n 1000 --out samples.npy
+  pushforward plot runs/moons              figures into runs/moons
+  pushforward demo                         train NSF on two moons into ./pushforward-demo, report
+
+Bad input (missing file, NaN in data, unknown model, ...) exits with status 2
+and one line on standard error.
+"""
+
+TRAIN_EPILOG = """examples:
+  pushforward train --data builtin:moons --model nsf --out runs/moons
+  pushforward train --data x.csv --context c.csv --model nsf --out runs/cond \\
+      --set transforms=4 --set hidden=[64,64] --steps 5000
+  pushforward train --data x.npy --model maf --config config.toml --out runs/maf
+  pushforward train --data x.npy --model maf --config config.toml --out runs/maf --resume
+
+config.toml:
+  [model]            # any keyword of the model (see pushforward.build)
+  transforms = 4
+  hidden = [64, 64]
+  [train]            # steps, batch_size, lr, seed, n, validation, ema, warmup,
+  steps = 5000       # clip, weight_decay, log_every, eval_every,
+  lr = 2e-3          # checkpoint_every, patience
+
+--set values are TOML literals: 4, 1e-3, [64, 64], true, "text". Flags override
+the config file. features and context are set from the data. Data and context
+are standardised with statistics of the training split; the saved model folds
+the standardisation in, so pushforward.load(RUN_DIR) works in the data's units.
+RUN_DIR gets config.json, model.json + model.safetensors, metrics.jsonl and
+checkpoints/.
+"""
+
+EVAL_EPILOG = """prints one JSON object: nll (mean negative log-likelihood, nats per example,
+in the data's original units), nll_se (its standard error), n, and for built-in
+toys with an exact density entropy and kl = nll - entropy; bpd for image data.
+Built-in toys are drawn fresh with --seed (default 1, unseen in training).
+
+examples:
+  pushforward eval runs/moons --data builtin:moons
+  pushforward eval runs/cond --data test_x.csv --context test_c.csv
+"""
+
+SAMPLE_EPILOG = """samples are in the data's original units. With --context, a file with one row
+conditions all N samples; a file with M rows writes M*N rows, the N samples of
+context row m in rows m*N ... (m+1)*N - 1.
+
+examples:
+  pushforward sample runs/moons -n 1000 --out samples.npy --seed 3
+  pushforward sample runs/cond -n 100 --context c.csv --out samples.npy
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on standard error, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _subparser(commands, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's; demo: 1, fastest for small flows)",
+    )
+    return commands.add_parser(
+        name,
+        parents=[common],
+        help=help_text,
+        description=help_text,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
+    """The ``pushforward`` argument parser."""
+    root = _Parser(
         prog="pushforward",
         description="Flow-based generative modelling: train, sample and evaluate flows.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = root.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
+    commands = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = _subparser(
+        commands, "train", "train a model on data and write a run directory", TRAIN_EPILOG
+    )
+    train.add_argument("--data", required=True, help="data file (.npy, .npz, .csv) or builtin:NAME")
+    train.add_argument("--context", help="context file, one row per data row")
+    train.add_argument("--model", help=f"model name ({', '.join(available())})")
+    train.add_argument("--out", required=True, help="run directory to write")
+    train.add_argument("--config", help="TOML file with [model] and [train] tables")
+    train.add_argument("--steps", type=int, help="optimisation steps (default 2000)")
+    train.add_argument("--batch-size", type=int, dest="batch_size", help="minibatch size (512)")
+    train.add_argument("--lr", type=float, help="peak learning rate (1e-3)")
+    train.add_argument("--seed", type=int, help="random seed (0)")
+    train.add_argument(
+        "--n", type=int, help="examples to draw from a built-in set / first rows of a file"
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model option")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    evaluate = _subparser(
+        commands, "eval", "evaluate a trained run's log-likelihood on data", EVAL_EPILOG
+    )
+    evaluate.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
+    evaluate.add_argument("--data", required=True, help="data file or builtin:NAME")
+    evaluate.add_argument("--context", help="context file: one row per data row, or one row")
+    evaluate.add_argument("--n", type=int, help="examples (built-in sets: 20000 toys)")
+    evaluate.add_argument("--seed", type=int, help="seed of built-in data (default 1)")
+
+    sample = _subparser(commands, "sample", "draw samples from a trained run", SAMPLE_EPILOG)
+    sample.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
+    sample.add_argument("-n", type=int, required=True, help="samples (per context row)")
+    sample.add_argument("--context", help="context file (one row, or M rows for M*N samples)")
+    sample.add_argument("--out", required=True, help="output .npy file")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (0)")
+
+    plot = _subparser(
+        commands,
+        "plot",
+        "draw a run's figures into RUN_DIR (needs matplotlib)",
+        "writes RUN_DIR/loss.png (training and validation loss) and, for unconditional\n"
+        "2-D runs, RUN_DIR/samples.png (data, samples, density contours) or a sample\n"
+        "grid for image runs.\n\nexample:\n  pushforward plot runs/moons",
+    )
+    plot.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
+
+    demo = _subparser(
+        commands,
         "demo",
-        help="train a flow on built-in 2-D data and report its test log-likelihood",
-        epilog="example:\n  pushforward demo --model nsf --data moons --steps 2000",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train a flow on built-in 2-D data, write a run directory and report",
+        "trains like pushforward train into --out (default ./pushforward-demo), writes\n"
+        "figures there when matplotlib is installed, and prints the test log-likelihood\n"
+        "(original units) and the KL to the true density as one JSON line.\n\n"
+        "examples:\n  pushforward demo\n"
+        "  pushforward demo --model maf --data 8gaussians --steps 1000 --out runs/demo",
     )
     demo.add_argument("--model", default="nsf", help=f"model name ({', '.join(available())})")
     demo.add_argument("--data", default="moons", help="built-in 2-D dataset")
     demo.add_argument("--steps", type=int, default=2000, help="training steps")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--out", default="pushforward-demo", help="run directory (replaced if it holds a run)"
+    )
     return root
 
 
+def _set_threads(arguments: argparse.Namespace) -> None:
+    threads = arguments.threads
+    if threads is None and arguments.command == "demo":
+        # Small flows run fastest on one thread; more threads only contend,
+        # badly so when other processes share the cores.
+        threads = 1
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _dispatch(arguments: argparse.Namespace) -> int:
+    _set_threads(arguments)
+    if arguments.command == "train":
+        from pushforward.cli.train import run_train
+
+        return run_train(arguments)
+    if arguments.command == "eval":
+        from pushforward.cli.evaluate import run_eval
+
+        return run_eval(arguments)
+    if arguments.command == "sample":
+        from pushforward.cli.evaluate import run_sample
+
+        return run_sample(arguments)
+    if arguments.command == "plot":
+        from pushforward.cli.plot import run_plot
+
+        return run_plot(arguments)
+    from pushforward.cli.demo import main_demo
+
+    return main_demo(
+        arguments.steps, arguments.data, arguments.model, arguments.seed, arguments.out
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
+    """Runs the command line; returns the exit status (2 for bad input, one line on stderr)."""
+    try:
+        arguments = parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
     if arguments.command is None:
         parser().print_help()
         return 2
     try:
-        if arguments.command == "demo":
-            from pushforward.cli.demo import main_demo
-
-            return main_demo(arguments.steps, arguments.data, arguments.model, arguments.seed)
-    except ValueError as error:
-        print(f"pushforward: error: {error}", file=sys.stderr)
+        return _dispatch(arguments)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"pushforward: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    return 2
+    except KeyboardInterrupt:
+        # fit wrote a checkpoint before raising: the run can be continued.
+        print("pushforward: interrupted (continue a train run with --resume)", file=sys.stderr)
+        return 130
+    except RuntimeError as error:
+        # Training failures such as a loss that stays NaN: not bad input, still one line.
+        print(f"pushforward: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""``pushforward plot``: figures of a run (matplotlib is the optional ``plot`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pushforward.cli.evaluate import open_run
+from pushforward.cli.run_directory import read_metrics
+from pushforward.data import load_dataset
+from pushforward.model import Model
+
+GRID = 120
+SAMPLES = 2000
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError(
+            "plot needs matplotlib, which is not installed; pip install 'pushforward[plot]'"
+        ) from None
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def plot_losses(pyplot: Any, directory: Path) -> Path | None:
+    """``loss.png``: training and validation loss (standardised units) against steps."""
+    records = read_metrics(directory)
+    if not records:
+        return None
+    figure, axes = pyplot.subplots(figsize=(5, 3.5))
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+    if train:
+        axes.plot(*zip(*train, strict=True), label="training")
+    if val:
+        axes.plot(*zip(*val, strict=True), label="validation", marker=".")
+    axes.set(xlabel="step", ylabel="loss (standardised units)")
+    axes.legend()
+    figure.tight_layout()
+    path = directory / "loss.png"
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | None) -> Path:
+    """``samples.png``: data and model samples side by side, with the model's density contours."""
+    torch.manual_seed(0)
+    samples = model.sample(SAMPLES).double()
+    reference = data if data is not None else samples
+    low = torch.quantile(reference, 0.005, dim=0)
+    high = torch.quantile(reference, 0.995, dim=0)
+    pad = 0.1 * (high - low)
+    low, high = low - pad, high + pad
+    xs = torch.linspace(float(low[0]), float(high[0]), GRID, dtype=torch.float64)
+    ys = torch.linspace(float(low[1]), float(high[1]), GRID, dtype=torch.float64)
+    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+    points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+    dtype = next(iter(model.parameters())).dtype
+    with torch.no_grad():
+        density = model.log_prob(points.to(dtype)).double().exp().reshape(GRID, GRID)
+    panels = 3 if data is not None else 2
+    figure, axes = pyplot.subplots(1, panels, figsize=(4 * panels, 4), sharex=True, sharey=True)
+    index = 0
+    if data is not None:
+        shown = data[:SAMPLES]
+        axes[0].scatter(shown[:, 0], shown[:, 1], s=2, alpha=0.5)
+        axes[0].set_title("data")
+        index = 1
+    axes[index].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="C1")
+    axes[index].set_title("model samples")
+    axes[index + 1].contourf(grid_x, grid_y, density, levels=20)
+    axes[index + 1].set_title("model density")
+    for axis in axes:
+        axis.set_xlim(float(low[0]), float(high[0]))
+        axis.set_ylim(float(low[1]), float(high[1]))
+    figure.tight_layout()
+    path = directory / "samples.png"
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def plot_images(pyplot: Any, directory: Path, model: Model, shape: list[int]) -> Path:
+    """``samples.png``: a grid of 64 model samples shown as images."""
+    torch.manual_seed(0)
+    count = 64
+    samples = model.sample(count).double().reshape(count, *shape)
+    images = samples[:, 0] if len(shape) == 3 else samples.reshape(count, *shape[-2:])
+    side = int(math.sqrt(count))
+    figure, axes = pyplot.subplots(side, side, figsize=(side, side))
+    for image, axis in zip(images, axes.reshape(-1), strict=True):
+        axis.imshow(image.clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axis.axis("off")
+    figure.tight_layout()
+    path = directory / "samples.png"
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def run_plot(arguments: argparse.Namespace) -> int:
+    """Writes ``loss.png`` and, for unconditional 2-D or image runs, ``samples.png``."""
+    directory = Path(arguments.run)
+    config, model = open_run(arguments.run)
+    pyplot = _pyplot()
+    written = [plot_losses(pyplot, directory)]
+    shape = config["data"]["event_shape"]
+    if model.context_features == 0 and shape == [2]:
+        data = None
+        try:
+            data = load_dataset(config["data"]["source"], n=SAMPLES).values
+        except (ValueError, OSError):
+            pass  # the data file moved: plot the model alone
+        written.append(plot_2d(pyplot, directory, model, data))
+    elif model.context_features == 0 and len(shape) >= 2:
+        written.append(plot_images(pyplot, directory, model, shape))
+    for path in written:
+        if path is not None:
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,286 @@
+"""``pushforward train``: fit a registered model to data and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import torch
+from torch import Tensor
+
+from pushforward.cli.run_directory import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FORMAT,
+    RUN_FORMAT_VERSION,
+    MetricsLog,
+    package_version,
+    read_config,
+    write_config,
+)
+from pushforward.data import fit_standardization, load_array, load_dataset
+from pushforward.flows.flow import Flow, fold_standardization
+from pushforward.registry import build, builder_for, closest
+from pushforward.serialization import save
+from pushforward.train.history import History
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 2000,
+    "batch_size": 512,
+    "lr": 1e-3,
+    "seed": 0,
+    "n": None,
+    "validation": 0.1,
+    "ema": 0.999,
+    "warmup": 100,
+    "clip": 5.0,
+    "weight_decay": 0.0,
+    "log_every": 100,
+    "eval_every": 100,
+    "checkpoint_every": 500,
+    "patience": None,
+}
+"""Training options: the ``[train]`` table of a config file, overridden by flags."""
+
+SET_FROM_DATA = ("features", "context")
+
+
+def parse_literal(text: str) -> Any:
+    """A ``--set`` value read as a TOML literal (int, float, bool, list, quoted
+    string); anything that is not one is taken as a bare string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``["hidden=[16]", "bins=4"]`` as ``{"hidden": [16], "bins": 4}``."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        options[key.removeprefix("model.")] = parse_literal(value.strip())
+    return options
+
+
+def read_toml(path: str | None) -> dict[str, Any]:
+    """The ``[model]`` and ``[train]`` tables of a config file (empty without one)."""
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file '{file}' does not exist")
+    try:
+        config = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file '{file}' is not valid TOML ({error})") from None
+    unknown = sorted(set(config) - {"model", "train"})
+    if unknown:
+        raise ValueError(
+            f"config file '{file}' has unknown table(s) {', '.join(map(repr, unknown))}; "
+            "use [model] and [train]"
+        )
+    for table in ("model", "train"):
+        if not isinstance(config.get(table, {}), dict):
+            raise ValueError(f"config file '{file}': {table!r} must be a table")
+    valid = list(TRAIN_DEFAULTS)
+    for key in config.get("train", {}):
+        if key not in valid:
+            raise ValueError(
+                f"config file '{file}': unknown [train] option {key!r}{closest(key, valid)}; "
+                f"valid: {', '.join(valid)}"
+            )
+    return config
+
+
+def resolve(arguments: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The model name, its options (without ``features``/``context``) and the training
+    options, from defaults < config file < flags."""
+    config = read_toml(arguments.config)
+    name = arguments.model or config.get("model", {}).get("name")
+    if not name:
+        raise ValueError("no model given; pass --model NAME (or name = ... in [model])")
+    builder_for(name)  # an unknown name is an error listing the valid ones
+    options = {k: v for k, v in config.get("model", {}).items() if k != "name"}
+    options.update(parse_sets(arguments.set or []))
+    given = [key for key in SET_FROM_DATA if key in options]
+    if given:
+        raise ValueError(f"option {given[0]!r} is set from the data and cannot be given; remove it")
+    train = dict(TRAIN_DEFAULTS)
+    train.update(config.get("train", {}))
+    for key in ("steps", "batch_size", "lr", "seed", "n"):
+        value = getattr(arguments, key, None)
+        if value is not None:
+            train[key] = value
+    return name, options, train
+
+
+def load_context(path: str | None, rows: int) -> Tensor | None:
+    """The context file as float64 ``(rows, c)``, checked to have ``rows`` rows."""
+    if path is None:
+        return None
+    values = load_array(path, ndim=2)
+    if values.shape[0] != rows:
+        raise ValueError(
+            f"context file '{path}' has {values.shape[0]} rows but the data has {rows}; "
+            "they must match row for row"
+        )
+    return torch.from_numpy(values.copy())
+
+
+def split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor | None]:
+    """Seeded training and validation row indices (no validation below 10 rows)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    if not fraction or n < 10:
+        return order, None
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation must be a fraction in (0, 1), got {fraction}")
+    held = max(1, round(fraction * n))
+    return order[held:], order[:held]
+
+
+def _as_list(tensor: Tensor) -> list:
+    return tensor.tolist()
+
+
+def run_train(arguments: argparse.Namespace) -> int:
+    """Trains and writes the run directory; returns the exit status."""
+    name, options, train = resolve(arguments)
+    out = Path(arguments.out)
+    previous = None
+    if (out / CONFIG_FILE).exists():
+        if not arguments.resume:
+            raise ValueError(
+                f"'{out}' already holds a run; pass --resume to continue it or choose another --out"
+            )
+        previous = read_config(out)
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' exists and is not a directory")
+
+    dataset = load_dataset(arguments.data, n=train["n"], seed=train["seed"])
+    # Images (n, C, H, W) are modelled as vectors of C*H*W values by the vector flows;
+    # eval and sample reshape in and out.
+    values = dataset.values.reshape(dataset.values.shape[0], -1)
+    context = load_context(arguments.context, values.shape[0])
+    train_rows, val_rows = split(values.shape[0], train["validation"], train["seed"])
+    mean, std = fit_standardization(values[train_rows])
+    x = ((values - mean) / std).float()
+    c_mean = c_std = None
+    c = None
+    if context is not None:
+        c_mean, c_std = fit_standardization(context[train_rows])
+        c = ((context - c_mean) / c_std).float()
+
+    features = values.shape[1]
+    model = build(name, features=features, context=0 if c is None else c.shape[1], **options)
+    if not isinstance(model, Flow):
+        raise ValueError(
+            f"model {name!r} is not a normalizing flow; the command line folds the "
+            "standardisation into flows only for now"
+        )
+    resolved: dict[str, Any] = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "pushforward_version": package_version(),
+        "model": {"name": name, "options": model.config["options"]},
+        "data": {
+            "source": dataset.source,
+            "context": arguments.context,
+            "rows": int(values.shape[0]),
+            "event_shape": list(dataset.event_shape),
+            "train_rows": int(train_rows.numel()),
+            "validation_rows": 0 if val_rows is None else int(val_rows.numel()),
+            "levels": dataset.levels,
+        },
+        "standardization": {
+            "mean": _as_list(mean),
+            "std": _as_list(std),
+            # Losses in metrics.jsonl are in standardised units; add this to get
+            # the negative log-likelihood in the data's original units.
+            "log_std_sum": float(torch.log(std).sum()),
+            "context_mean": None if c_mean is None else _as_list(c_mean),
+            "context_std": None if c_std is None else _as_list(c_std),
+        },
+        "train": train,
+    }
+    if previous is not None:
+        if previous["model"] != resolved["model"]:
+            raise ValueError(
+                f"cannot resume '{out}': it holds model {previous['model']['name']!r} with "
+                f"options {previous['model']['options']}, not {name!r} with "
+                f"{model.config['options']}"
+            )
+        if previous["data"] != resolved["data"]:
+            raise ValueError(f"cannot resume '{out}': it was trained on other data")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out, resolved)
+
+    validation = None
+    if val_rows is not None:
+        validation = (x[val_rows], None if c is None else c[val_rows])
+    metrics = MetricsLog(
+        out / METRICS_FILE, train["log_every"], None if validation is None else train["eval_every"]
+    )
+    history = _fit(model, x, c, train_rows, validation, train, out, arguments, metrics)
+    folded = fold_standardization(
+        model,
+        mean.float(),
+        std.float(),
+        None if c_mean is None else c_mean.float(),
+        None if c_std is None else c_std.float(),
+    )
+    save(folded, out)
+    if not arguments.quiet:
+        last = history.loss[-1] if history.loss else float("nan")
+        best = (
+            ""
+            if history.best_val_loss is None
+            else f", best validation loss {history.best_val_loss:.4f}"
+        )
+        print(
+            f"trained {name} for {history.steps_done} steps (loss {last:.4f}{best}); run in {out}"
+        )
+    return 0
+
+
+def _fit(
+    model: Flow,
+    x: Tensor,
+    c: Tensor | None,
+    rows: Tensor,
+    validation: tuple[Tensor, Tensor | None] | None,
+    train: dict[str, Any],
+    out: Path,
+    arguments: argparse.Namespace,
+    metrics: MetricsLog,
+) -> History:
+    from pushforward.train import fit
+
+    return fit(
+        model,
+        x[rows],
+        None if c is None else c[rows],
+        steps=train["steps"],
+        batch_size=train["batch_size"],
+        lr=train["lr"],
+        warmup=min(train["warmup"], max(train["steps"] // 10, 1)),
+        clip=train["clip"],
+        weight_decay=train["weight_decay"],
+        ema=train["ema"],
+        validation=validation,
+        eval_every=train["eval_every"],
+        patience=train["patience"],
+        seed=train["seed"],
+        log_every=train["log_every"],
+        callbacks=[metrics],
+        quiet=arguments.quiet,
+        checkpoint_dir=out / CHECKPOINTS,
+        checkpoint_every=train["checkpoint_every"],
+        resume=arguments.resume,
+    )
