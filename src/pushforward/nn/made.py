@@ -11,7 +11,8 @@ output ``i`` only if ``r_j < r_i``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +51,17 @@ class MaskedLinear(nn.Linear):
         # Stored in the weight's dtype (and converted with it): a bool mask would make
         # every forward allocate a promoted copy before the product.
         self.register_buffer("mask", (mask.detach() != 0).to(self.weight.dtype))
+        # Set only inside MADE.masks_applied_once (a transient, never saved).
+        self.frozen_weight: Tensor | None = None
+
+    def masked_weight(self) -> Tensor:
+        """:math:`W \\odot M`, or the product formed once by :meth:`MADE.masks_applied_once`."""
+        if self.frozen_weight is not None:
+            return self.frozen_weight
+        return self.weight * self.mask
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return F.linear(x, self.masked_weight(), self.bias)
 
 
 class MaskedResidualBlock(nn.Module):
@@ -261,6 +270,35 @@ class MADE(nn.Module):
         out = self.last(self.trunk(x, context))
         return out.view(x.shape[0], self.features, self.params_per_feature)
 
+    def first_rank_params(self, index: Tensor, batch: int) -> Tensor:
+        """Parameters of features of rank 0 in a MADE without context: its last bias.
+
+        Such features have no inputs (their rows of the last mask are zero), so no
+        pass through the network is needed; equal to ``forward(x)[:, index]`` for any
+        ``x``. Shape ``(batch, n, params_per_feature)``.
+        """
+        if self.context > 0:
+            raise ValueError("with a context, rank-0 parameters depend on the context")
+        bias = self.last.bias.view(self.features, self.params_per_feature).index_select(0, index)
+        return bias.expand(batch, *bias.shape)
+
+    @contextmanager
+    def masks_applied_once(self) -> Iterator[None]:
+        """Within this block every masked layer reuses one product :math:`W \\odot M`.
+
+        The sequential inversion of an autoregressive transform runs the network once
+        per rank; forming the masked weights once instead of once per pass saves a
+        product per layer and pass. Gradients still flow to the weights.
+        """
+        layers = [module for module in self.modules() if isinstance(module, MaskedLinear)]
+        for layer in layers:
+            layer.frozen_weight = layer.weight * layer.mask
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.frozen_weight = None
+
     def forward_subset(self, x: Tensor, index: Tensor, context: Tensor | None = None) -> Tensor:
         """The parameters of the features ``index`` only, equal to ``forward(x)[:, index]``.
 
@@ -277,10 +315,9 @@ class MADE(nn.Module):
         """
         h = self.trunk(x, context)
         shape = (self.features, self.params_per_feature, h.shape[1])
-        weight = self.last.weight.view(shape).index_select(0, index)
-        mask = self.last.mask.view(shape).index_select(0, index)
+        weight = self.last.masked_weight().view(shape).index_select(0, index)
         bias = self.last.bias.view(shape[:2]).index_select(0, index)
-        out = F.linear(h, (weight * mask).flatten(0, 1), bias.flatten())
+        out = F.linear(h, weight.flatten(0, 1), bias.flatten())
         return out.view(x.shape[0], index.shape[0], self.params_per_feature)
 
     def extra_repr(self) -> str:

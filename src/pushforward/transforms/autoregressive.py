@@ -77,6 +77,7 @@ class MaskedAutoregressive(Transform):
         )
         self.conditional = context > 0
         self._groups: tuple[Tensor, ...] | None = None
+        self._first_rank_constant = False
 
     @property
     def order(self) -> Tensor:
@@ -104,11 +105,16 @@ class MaskedAutoregressive(Transform):
         # zeros (unlike stale values) cannot overflow into NaN through the masked matmul.
         x = torch.zeros_like(y)
         logabsdet = y.new_zeros(y.shape[0])
-        for index in groups:
-            params = self.made.forward_subset(x, index, context)
-            solved, group_logabsdet = self.map.inverse(y.index_select(1, index), params)
-            x = x.index_copy(1, index, solved)
-            logabsdet = logabsdet + group_logabsdet.sum(dim=1)
+        with self.made.masks_applied_once():
+            for position, index in enumerate(groups):
+                if position == 0 and self._first_rank_constant:
+                    # The first rank reads no input: its parameters are the last bias.
+                    params = self.made.first_rank_params(index, y.shape[0])
+                else:
+                    params = self.made.forward_subset(x, index, context)
+                solved, group_logabsdet = self.map.inverse(y.index_select(1, index), params)
+                x = x.index_copy(1, index, solved)
+                logabsdet = logabsdet + group_logabsdet.sum(dim=1)
         return x, logabsdet
 
     def _rank_groups(self) -> tuple[Tensor, ...]:
@@ -121,6 +127,14 @@ class MaskedAutoregressive(Transform):
         if self._groups is None or self._groups[0].device != rank.device:
             order = torch.argsort(rank, stable=True)
             self._groups = order.split(torch.bincount(rank).tolist())
+            # Without a context, the first rank's outputs often read nothing at all
+            # (zero rows in the last mask): their parameters are then the last bias
+            # and the inversion skips a network pass.
+            made = self.made
+            rows = made.last.mask.view(made.features, made.params_per_feature, -1)
+            self._first_rank_constant = made.context == 0 and not bool(
+                rows.index_select(0, self._groups[0]).any()
+            )
         return self._groups
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
