@@ -43,12 +43,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(temporary)
         raise
     # The rename is durable only once the directory entry is flushed too.
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Flushes a directory's entries to disk, so renames into it survive a crash."""
     if hasattr(os, "O_DIRECTORY"):
-        directory = os.open(path.parent, os.O_DIRECTORY)
+        handle = os.open(directory, os.O_DIRECTORY)
         try:
-            os.fsync(directory)
+            os.fsync(handle)
         finally:
-            os.close(directory)
+            os.close(handle)
 
 
 def state_to_bytes(model: torch.nn.Module) -> bytes:

@@ -37,7 +37,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
-from pushforward.serialization import atomic_write_bytes
+from pushforward.serialization import atomic_write_bytes, fsync_directory
 
 FORMAT = "pushforward-checkpoint"
 FORMAT_VERSION = 1
@@ -198,7 +198,7 @@ def save_checkpoint(directory: str | os.PathLike[str], checkpoint: Checkpoint) -
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     for entry in directory.iterdir():
         if entry != final and entry.is_dir() and _is_checkpoint_or_leftover(entry.name):
             shutil.rmtree(entry, ignore_errors=True)
@@ -207,15 +207,6 @@ def save_checkpoint(directory: str | os.PathLike[str], checkpoint: Checkpoint) -
 
 def _is_checkpoint_or_leftover(name: str) -> bool:
     return bool(_NAME.match(name)) or (name.startswith(".checkpoint-") and name.endswith(".tmp"))
-
-
-def _fsync_directory(directory: Path) -> None:
-    if hasattr(os, "O_DIRECTORY"):
-        handle = os.open(directory, os.O_DIRECTORY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
 
 
 # -- reading ------------------------------------------------------------------
