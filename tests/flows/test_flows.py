@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pushforward
+from pushforward.transforms.maps import RationalQuadraticSplineMap
 from tests.contract import (
     assert_invertible,
     assert_logdet_matches_jacobian,
@@ -19,6 +20,15 @@ from tests.contract import (
 
 FLOWS = ["maf", "iaf", "nsf", "nsf-ar", "realnvp"]
 SMALL = {"transforms": 3, "hidden": [16, 16]}
+# The spline flows again with their non-default spline options, under names of their own.
+OTHER_SPLINE_OPTIONS = {"spline_parameterization": "soft-clip", "last_layer_init": "random"}
+VARIANTS = {f"{name}:soft-clip,random": (name, OTHER_SPLINE_OPTIONS) for name in ("nsf", "nsf-ar")}
+CASES = FLOWS + list(VARIANTS)
+
+
+def resolve(case: str) -> tuple[str, dict]:
+    """A test case's registered name and its options beyond the defaults."""
+    return VARIANTS.get(case, (case, {}))
 
 
 def make(
@@ -32,7 +42,10 @@ def make(
 ):
     """A small flow with random weights (``scale`` of noise on every parameter), in eval mode."""
     torch.manual_seed(seed)
-    model = pushforward.build(name, features=features, context=context, **{**SMALL, **extra})
+    name, options = resolve(name)
+    model = pushforward.build(
+        name, features=features, context=context, **{**SMALL, **options, **extra}
+    )
     model.to(dtype)
     randomize_(model, scale=scale)
     # One training-mode pass sets data-dependent layers (ActNorm, batch norm statistics).
@@ -49,7 +62,7 @@ def test_every_flow_is_registered():
     assert set(FLOWS) <= set(pushforward.available())
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("context", [0, 3])
 @pytest.mark.parametrize("features", [1, 2, 5])
 def test_invertible_float64(name, context, features):
@@ -63,7 +76,7 @@ def test_invertible_float64(name, context, features):
     assert_invertible(model.transform, x, c, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("context", [0, 2])
 def test_invertible_float32(name, context):
     model = make(name, 4, context, dtype=torch.float32, scale=0.1)
@@ -78,7 +91,7 @@ def test_invertible_float32(name, context):
     assert error.max().item() < 1e-4
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("features,context", [(2, 0), (3, 2), (8, 0)])
 def test_logdet_matches_jacobian(name, features, context):
     model = make(name, features, context)
@@ -97,7 +110,7 @@ def assert_not_standard_normal(model, context=None):
 
 # Weights at scale 0.15 keep the mass inside the grid (checked by sampling: no sample
 # of 1e5 falls outside [-9, 9]^2) while making the density far from the base.
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 def test_density_integrates_to_one_2d(name):
     model = make(name, 2, seed=1, scale=0.15)
     assert_not_standard_normal(model)
@@ -116,7 +129,7 @@ def test_conditional_density_integrates_to_one_2d(name):
     assert abs(total - 1.0) < 1e-3
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 def test_sample_and_log_prob_agree(name):
     model = make(name, 3, context=2)
     context = torch.randn(2, dtype=torch.float64)
@@ -126,7 +139,7 @@ def test_sample_and_log_prob_agree(name):
     torch.testing.assert_close(model.log_prob(samples, context), log_prob, atol=1e-8, rtol=1e-8)
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 def test_rsample_carries_gradients(name):
     model = make(name, 2)
     samples, log_prob = model.rsample_and_log_prob(16)
@@ -135,7 +148,7 @@ def test_rsample_carries_gradients(name):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 def test_save_load_round_trip(name, tmp_path):
     model = make(name, 3, context=2)
     x = torch.randn(10, 3, dtype=torch.float64)
@@ -161,7 +174,7 @@ def test_directions_are_cheap_where_asked():
     assert nsf.transform.cheap_forward and nsf.transform.cheap_inverse
 
 
-@pytest.mark.parametrize("name", FLOWS)
+@pytest.mark.parametrize("name", CASES)
 def test_loss_is_mean_negative_log_likelihood(name):
     model = make(name, 2)
     x = torch.randn(20, 2, dtype=torch.float64)
@@ -240,11 +253,60 @@ def test_unknown_model_and_option_names():
         pushforward.build("nsf", features=2, base="cauchy")
 
 
+# -- spline options --------------------------------------------------------------------------
+
+
+def spline_maps(model):
+    return [m for m in model.modules() if isinstance(m, RationalQuadraticSplineMap)]
+
+
+@pytest.mark.parametrize("name", ["nsf", "nsf-ar"])
+@pytest.mark.parametrize("parameterization", ["minimum", "soft-clip"])
+def test_spline_parameterization_reaches_every_map(name, parameterization):
+    model = pushforward.build(
+        name, features=3, transforms=2, hidden=[8], spline_parameterization=parameterization
+    )
+    maps = spline_maps(model)
+    assert len(maps) == 2 and all(m.parameterization == parameterization for m in maps)
+    assert model.config["options"]["spline_parameterization"] == parameterization
+
+
+@pytest.mark.parametrize("name", ["nsf", "nsf-ar"])
+def test_last_layer_init(name):
+    x = torch.randn(50, 3, dtype=torch.float64)
+    standard = -0.5 * x.square().sum(1) - 1.5 * math.log(2 * math.pi)
+    for init in ("zero", "random"):
+        torch.manual_seed(0)
+        model = pushforward.build(name, features=3, transforms=2, last_layer_init=init).double()
+        last_layers = [
+            module.last if hasattr(module, "last") else module[-1]
+            for module in model.modules()
+            if type(module).__name__ in ("MADE", "MLP")
+        ]
+        assert len(last_layers) == 2
+        with torch.no_grad():
+            log_prob = model.log_prob(x)
+        if init == "zero":
+            # Zero conditioner outputs are the identity spline: the flow is its base.
+            torch.testing.assert_close(log_prob, standard, atol=1e-12, rtol=0)
+            assert all((layer.weight == 0).all() for layer in last_layers)
+        else:
+            assert (log_prob - standard).abs().mean() > 1e-3
+            assert all(layer.weight.abs().min() > 0 for layer in last_layers)
+
+
+def test_spline_options_errors_list_the_valid_values():
+    with pytest.raises(ValueError, match=r"'spline_parameterization' must be one of .*'soft-clip'"):
+        pushforward.build("nsf", features=2, spline_parameterization="zuko")
+    with pytest.raises(ValueError, match=r"'last_layer_init' must be one of 'zero', 'random'"):
+        pushforward.build("nsf-ar", features=2, last_layer_init="kaiming")
+
+
 # -- properties ------------------------------------------------------------------------------
 
 
 @given(
-    name=st.sampled_from(FLOWS),
+    name=st.sampled_from(CASES),
     features=st.integers(1, 6),
     context=st.integers(0, 3),
     batch=st.integers(1, 40),
@@ -255,7 +317,10 @@ def test_unknown_model_and_option_names():
 def test_finite_everywhere(name, features, context, batch, magnitude, double, seed):
     dtype = torch.float64 if double else torch.float32
     torch.manual_seed(seed)
-    model = pushforward.build(name, features=features, context=context, transforms=2, hidden=[8])
+    name, options = resolve(name)
+    model = pushforward.build(
+        name, features=features, context=context, transforms=2, hidden=[8], **options
+    )
     model.to(dtype)
     randomize_(model, 0.2)
     model.eval()

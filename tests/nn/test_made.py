@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pushforward.nn.made import MADE, MaskedLinear, dense_rank, hidden_degrees
+from pushforward.nn.mlp import MLP, initialize_linear
 from tests.contract import randomize_
 
 ARCHITECTURES = [
@@ -119,6 +123,46 @@ def test_zero_last_gives_zero_params_and_output_layout():
     # Output unit i * P + p belongs to feature i: its mask row repeats feature i's pattern.
     rows = made.last.mask.view(4, 3, -1)
     assert (rows == rows[:, :1]).all()
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_initialize_last_layer_random_is_pytorchs_default_and_zero_restores(context):
+    made = MADE(4, 3, hidden=(8, 8), context=context)
+    torch.manual_seed(11)
+    made.initialize_last_layer("random")
+    # The same draws as a fresh nn.Linear of that shape (Kaiming-uniform weight, then bias).
+    torch.manual_seed(11)
+    reference = nn.Linear(8, 12)
+    assert torch.equal(made.last.weight, reference.weight)
+    assert torch.equal(made.last.bias, reference.bias)
+    bound = 1 / math.sqrt(8)
+    assert made.last.weight.abs().max() <= bound and made.last.weight.abs().max() > bound / 2
+    # Still autoregressive: the masks are untouched, so feature 0 (rank 0) sees no input.
+    c = torch.randn(5, context) if context else None
+    x = torch.randn(5, 4)
+    bumped = x.clone()
+    bumped[:, 0] += 1.0
+    out = made(x, c)
+    assert torch.equal(made(bumped, c)[:, 0], out[:, 0])
+    assert out.abs().min() > 0
+    made.initialize_last_layer("zero")
+    assert (made(x, c) == 0).all()
+    with pytest.raises(ValueError, match=r"unknown last-layer initialisation 'ones'.*'random'"):
+        made.initialize_last_layer("ones")
+
+
+def test_mlp_initialize_last_layer():
+    mlp = MLP(3, 5, hidden=(7,))
+    assert (mlp(torch.randn(2, 3)) == 0).all()
+    torch.manual_seed(12)
+    mlp.initialize_last_layer("random")
+    torch.manual_seed(12)
+    reference = nn.Linear(7, 5)
+    assert torch.equal(mlp[-1].weight, reference.weight)
+    assert torch.equal(mlp[-1].bias, reference.bias)
+    no_bias = nn.Linear(4, 2, bias=False)
+    initialize_linear(no_bias, "zero")
+    assert (no_bias.weight == 0).all()
 
 
 @pytest.mark.parametrize(("hidden", "residual"), ARCHITECTURES)

@@ -19,12 +19,15 @@ from tests.contract import (
 )
 
 FEATURES = [1, 2, 3, 5, 8]
-MAPS = ["affine", "spline"]
+MAPS = ["affine", "spline", "spline-soft-clip"]
 CONTEXTS = [0, 3]
 
 
 def make_map(kind: str):
-    return AffineMap() if kind == "affine" else RationalQuadraticSplineMap(bins=6, tail_bound=4.0)
+    if kind == "affine":
+        return AffineMap()
+    parameterization = "soft-clip" if kind == "spline-soft-clip" else "minimum"
+    return RationalQuadraticSplineMap(bins=6, tail_bound=4.0, parameterization=parameterization)
 
 
 def make_transform(

@@ -11,6 +11,7 @@ from pushforward.flows.flow import Flow
 from pushforward.flows.options import (
     choice,
     hidden_widths,
+    last_layer_initialization,
     positive_int,
     sizes,
     spline_options,
@@ -36,8 +37,10 @@ def _autoregressive_layers(
     activation: str,
     batch_norm: bool,
     invert: bool,
+    last_layer: str = "zero",
 ) -> Transform:
     transforms = positive_int("transforms", transforms)
+    last_layer = last_layer_initialization(last_layer)
     hidden = hidden_widths(hidden)
     order = choice("order", order, ORDERS)
     generator = torch.Generator().manual_seed(features * 7919 + transforms)
@@ -50,7 +53,7 @@ def _autoregressive_layers(
             if index % 2 == 1:
                 permutation = permutation.flip(0)
         assert make_map is not None
-        layer: Transform = MaskedAutoregressive(
+        autoregressive = MaskedAutoregressive(
             features,
             make_map(**map_options),
             hidden=hidden,
@@ -59,6 +62,8 @@ def _autoregressive_layers(
             residual=residual,
             activation=activation,
         )
+        autoregressive.made.initialize_last_layer(last_layer)
+        layer: Transform = autoregressive
         if invert:
             layer = Inverse(layer)
         if batch_norm and index < transforms - 1:
@@ -170,6 +175,8 @@ def nsf_autoregressive(
     order: str = "alternate",
     residual: bool = False,
     activation: str = "relu",
+    spline_parameterization: str = "minimum",
+    last_layer_init: str = "zero",
 ) -> Flow:
     r"""Autoregressive neural spline flow: rational-quadratic spline MAF layers.
 
@@ -180,10 +187,11 @@ def nsf_autoregressive(
     References:
         Durkan et al. (2019), Neural Spline Flows.
 
-    Args: as :func:`maf`, plus ``bins`` (spline bins) and ``tail_bound``.
+    Args: as :func:`maf`, plus ``bins`` (spline bins), ``tail_bound``,
+    ``spline_parameterization`` and ``last_layer_init`` (as in the coupling ``nsf``).
     """
     features, context = sizes(features, context)
-    options = spline_options(bins, tail_bound)
+    options = spline_options(bins, tail_bound, spline_parameterization)
     layers = _autoregressive_layers(
         features,
         context,
@@ -196,5 +204,6 @@ def nsf_autoregressive(
         activation,
         batch_norm=False,
         invert=False,
+        last_layer=last_layer_init,
     )
     return Flow(layers, make_base(base, (features,)), context)

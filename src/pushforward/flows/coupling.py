@@ -11,6 +11,7 @@ from pushforward.flows.flow import Flow
 from pushforward.flows.options import (
     choice,
     hidden_widths,
+    last_layer_initialization,
     positive_int,
     sizes,
     spline_options,
@@ -38,8 +39,10 @@ def _coupling_layers(
     linear: str,
     normalization: str,
     activation: str,
+    last_layer: str = "zero",
 ) -> Transform:
     transforms = positive_int("transforms", transforms)
+    last_layer = last_layer_initialization(last_layer)
     hidden = hidden_widths(hidden)
     mask = choice("mask", mask, MASKS)
     linear = choice("linear", linear, LINEARS)
@@ -57,16 +60,16 @@ def _coupling_layers(
             layer_mask = random_mask(features, generator=generator)
         else:
             layer_mask = alternating_mask(features, parity=index % 2)
-        layers.append(
-            Coupling(
-                features,
-                element_map(**map_options),
-                layer_mask,
-                hidden=hidden,
-                context=context,
-                activation=activation,
-            )
+        coupling = Coupling(
+            features,
+            element_map(**map_options),
+            layer_mask,
+            hidden=hidden,
+            context=context,
+            activation=activation,
         )
+        coupling.conditioner.initialize_last_layer(last_layer)
+        layers.append(coupling)
     return Compose(layers)
 
 
@@ -83,6 +86,8 @@ def nsf(
     linear: str = "none",
     normalization: str = "none",
     activation: str = "relu",
+    spline_parameterization: str = "minimum",
+    last_layer_init: str = "zero",
 ) -> Flow:
     r"""Coupling neural spline flow: rational-quadratic spline coupling layers.
 
@@ -93,7 +98,8 @@ def nsf(
 
     References:
         Durkan et al. (2019), Neural Spline Flows;
-        Dinh et al. (2017), Density estimation using Real NVP.
+        Dinh et al. (2017), Density estimation using Real NVP;
+        Rozet et al. (2022), Zuko: Normalizing flows in PyTorch (``"soft-clip"``).
 
     Args:
         features: event size ``D``.
@@ -107,9 +113,15 @@ def nsf(
         linear: ``lu`` inserts an LU-decomposed invertible linear layer before each coupling.
         normalization: ``actnorm`` or ``batchnorm`` layers between couplings.
         activation: hidden nonlinearity.
+        spline_parameterization: how the conditioner's raw outputs become knots:
+            ``"minimum"`` (minimum bin sizes and derivative, Durkan et al. 2019) or
+            ``"soft-clip"`` (soft-clipped, exponential derivatives, as in zuko); see
+            :func:`pushforward.transforms.functional.spline.spline_knots`.
+        last_layer_init: the conditioners' output layers start at ``"zero"`` (the
+            flow starts at the identity) or ``"random"`` (PyTorch's default, as in zuko).
     """
     features, context = sizes(features, context)
-    options = spline_options(bins, tail_bound)
+    options = spline_options(bins, tail_bound, spline_parameterization)
     layers = _coupling_layers(
         features,
         context,
@@ -121,6 +133,7 @@ def nsf(
         linear,
         normalization,
         activation,
+        last_layer_init,
     )
     return Flow(layers, make_base(base, (features,)), context)
 

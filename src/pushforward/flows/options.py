@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pushforward.nn.mlp import LAST_LAYER_INITS
+from pushforward.transforms.functional.spline import SPLINE_PARAMETERIZATIONS
+
 
 def positive_int(name: str, value: object, minimum: int = 1) -> int:
     """``value`` as an int no smaller than ``minimum``, or a ValueError naming the option."""
@@ -42,9 +45,19 @@ def sizes(features: object, context: object) -> tuple[int, int]:
     return positive_int("features", features), positive_int("context", context, minimum=0)
 
 
-def spline_options(bins: object, tail_bound: object) -> dict[str, float | int]:
-    """The ``bins`` and ``tail_bound`` options as keyword arguments of a spline map."""
+def spline_options(
+    bins: object, tail_bound: object, spline_parameterization: object
+) -> dict[str, float | int | str]:
+    """The spline options of a flow builder as keyword arguments of a spline map."""
     return {
         "bins": positive_int("bins", bins),
         "tail_bound": positive_float("tail_bound", tail_bound),
+        "parameterization": choice(
+            "spline_parameterization", spline_parameterization, SPLINE_PARAMETERIZATIONS
+        ),
     }
+
+
+def last_layer_initialization(value: object) -> str:
+    """The ``last_layer_init`` option (``"zero"`` or ``"random"``), validated."""
+    return choice("last_layer_init", value, LAST_LAYER_INITS)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pushforward.nn.mlp import activation as make_activation
+from pushforward.nn.mlp import initialize_linear
 
 
 class MaskedLinear(nn.Linear):
@@ -223,8 +224,15 @@ class MADE(nn.Module):
                 degrees.shape[0], out_width, output_degrees[:, None] > degrees[None, :]
             )
         if zero_last:
-            nn.init.zeros_(self.last.weight)
-            nn.init.zeros_(self.last.bias)
+            initialize_linear(self.last, "zero")
+
+    def initialize_last_layer(self, init: str) -> None:
+        """Re-initialises the output layer: ``"zero"`` or ``"random"`` (PyTorch's default).
+
+        See :func:`pushforward.nn.mlp.initialize_linear`; the mask is kept, and
+        ``"random"`` draws every weight, masked or not, as an unmasked layer would.
+        """
+        initialize_linear(self.last, init)
 
     @staticmethod
     def _check_order(order: Sequence[int] | Tensor | None, features: int) -> Tensor:

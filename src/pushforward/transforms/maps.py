@@ -20,6 +20,7 @@ from pushforward.transforms.functional.spline import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
+    check_parameterization,
     packed_rational_quadratic_spline,
 )
 
@@ -69,8 +70,25 @@ class RationalQuadraticSplineMap(ElementwiseMap):
     smoothly). See
     :func:`pushforward.transforms.functional.spline.rational_quadratic_spline`.
 
+    The parameterisation says how raw values become knots
+    (:func:`pushforward.transforms.functional.spline.spline_knots`):
+    ``"minimum"`` adds minimum bin sizes to a softmax and a minimum derivative to a
+    softplus; ``"soft-clip"`` soft-clips the raw values before a softmax and an
+    exponential, as zuko does, and has no minimum bin size. Both map all-zero raw
+    values to the identity.
+
     References:
-        Durkan et al. (2019), Neural Spline Flows.
+        Durkan et al. (2019), Neural Spline Flows; Rozet et al. (2022), Zuko:
+        Normalizing flows in PyTorch (the soft-clipped parameterisation).
+
+    Args:
+        bins: number of bins :math:`K`.
+        tail_bound: :math:`B`; the identity outside ``[-B, B]``.
+        min_bin_width, min_bin_height: smallest bin sizes as fractions of :math:`2B`
+            (``"minimum"`` only).
+        min_derivative: smallest knot derivative (for ``"soft-clip"``, the bound
+            :math:`s` with derivatives in :math:`(s, 1/s)`).
+        parameterization: ``"minimum"`` or ``"soft-clip"``.
     """
 
     def __init__(
@@ -80,12 +98,24 @@ class RationalQuadraticSplineMap(ElementwiseMap):
         min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
         min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
         min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+        parameterization: str = "minimum",
     ) -> None:
         super().__init__()
         if bins < 1:
             raise ValueError(f"a spline needs at least one bin, got bins={bins}")
         if tail_bound <= 0:
             raise ValueError(f"tail_bound must be positive, got {tail_bound}")
+        self.parameterization = check_parameterization(parameterization)
+        # log(1/s) bounds the soft clip, so s = 0 is allowed by "minimum" only.
+        if not (0 < min_derivative < 1 or (min_derivative == 0 and parameterization == "minimum")):
+            raise ValueError(f"min_derivative must lie in (0, 1), got {min_derivative}")
+        if parameterization == "soft-clip" and (
+            min_bin_width != DEFAULT_MIN_BIN_WIDTH or min_bin_height != DEFAULT_MIN_BIN_HEIGHT
+        ):
+            raise ValueError(
+                "the 'soft-clip' spline parameterization has no minimum bin width or height; "
+                "leave min_bin_width and min_bin_height unset or use 'minimum'"
+            )
         self.bins = int(bins)
         self.tail_bound = float(tail_bound)
         self.min_bin_width = float(min_bin_width)
@@ -109,6 +139,7 @@ class RationalQuadraticSplineMap(ElementwiseMap):
             min_bin_width=self.min_bin_width,
             min_bin_height=self.min_bin_height,
             min_derivative=self.min_derivative,
+            parameterization=self.parameterization,
         )
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
@@ -118,4 +149,7 @@ class RationalQuadraticSplineMap(ElementwiseMap):
         return self._spline(y, params, inverse=True)
 
     def extra_repr(self) -> str:
-        return f"bins={self.bins}, tail_bound={self.tail_bound}"
+        return (
+            f"bins={self.bins}, tail_bound={self.tail_bound}, "
+            f"parameterization={self.parameterization!r}"
+        )

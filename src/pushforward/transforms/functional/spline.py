@@ -1,4 +1,4 @@
-"""Monotonic rational-quadratic splines with linear tails (Durkan et al. 2019).
+r"""Monotonic rational-quadratic splines with linear tails (Durkan et al. 2019).
 
 Two entry points share one kernel:
 
@@ -34,6 +34,18 @@ When gradients of gradients are requested (``create_graph=True``, or a
 intermediates from the inputs with differentiable ops, so higher derivatives stay
 exact. Under ``torch.func`` transforms (``jacrev``, ``jacfwd``, ``vmap``) the kernel
 runs as plain differentiable ops, which every transform supports.
+
+Two parameterisations turn the ``3K - 1`` raw values into knots; both give the
+identity map for all-zero raw values:
+
+* ``"minimum"`` (Durkan et al. 2019, as in nflows): bin sizes
+  :math:`m + (1 - Km)\,\mathrm{softmax}(\tilde w)` and derivatives
+  :math:`m_\delta + \mathrm{softplus}(\tilde\delta + c)`, shifted so a raw 0 gives 1;
+* ``"soft-clip"`` (as in zuko): bin sizes :math:`\mathrm{softmax}(\mathrm{clip}(\tilde w, L/2))`
+  and derivatives :math:`\exp(\mathrm{clip}(\tilde\delta, L))`, with the soft clip
+  :math:`\mathrm{clip}(v, a) = v / (1 + |v|/a)` and :math:`L = -\log s` for the slope
+  bound :math:`s` (``min_derivative``): derivatives and ratios of bin sizes stay within
+  :math:`(s, 1/s)`, and the bounded logits need no max subtracted before the exponential.
 """
 
 from __future__ import annotations
@@ -52,11 +64,33 @@ from pushforward.transforms.functional.spline_backward import (
 DEFAULT_MIN_BIN_WIDTH = 1e-3
 DEFAULT_MIN_BIN_HEIGHT = 1e-3
 DEFAULT_MIN_DERIVATIVE = 1e-3
+SPLINE_PARAMETERIZATIONS = ("minimum", "soft-clip")
 
 
 def _derivative_offset(min_derivative: float) -> float:
     """The shift that makes a raw derivative of 0 map to a knot derivative of exactly 1."""
     return math.log(math.expm1(1 - min_derivative))
+
+
+def check_parameterization(parameterization: str) -> str:
+    """``parameterization`` if it is a spline parameterisation, else a ValueError listing them."""
+    if parameterization not in SPLINE_PARAMETERIZATIONS:
+        valid = ", ".join(map(repr, SPLINE_PARAMETERIZATIONS))
+        raise ValueError(f"unknown spline parameterization {parameterization!r}; valid: {valid}")
+    return parameterization
+
+
+def soft_clip(v: Tensor, bound: float) -> Tensor:
+    r"""The soft clip :math:`v / (1 + |v| / a)`: odd, increasing, slope 1 at 0, within ``(-a, a)``.
+
+    Args:
+        v: any shape.
+        bound: :math:`a > 0`.
+
+    Returns:
+        The clipped values, shape of ``v``.
+    """
+    return v / (1 + v.abs() / bound)
 
 
 def spline_knots(
@@ -67,39 +101,59 @@ def spline_knots(
     min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
     min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
     min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+    *,
+    parameterization: str = "minimum",
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Knot positions and derivatives from raw parameters.
+
+    With ``parameterization="minimum"``:
 
     .. math:: w_k = m_w + (1 - K m_w)\,\mathrm{softmax}(\tilde w)_k, \quad
               x_k = -B + 2B \sum_{j<k} w_j, \quad
               \delta_k = m_\delta + \mathrm{softplus}(\tilde\delta_k + c)
 
     with :math:`c = \log(e^{1 - m_\delta} - 1)` so that a raw 0 gives
-    :math:`\delta = 1`, and likewise for heights. This is the readable reference;
-    the spline kernel computes the same knots in fewer ops.
+    :math:`\delta = 1`, and likewise for heights. With ``"soft-clip"``:
+
+    .. math:: w_k = \mathrm{softmax}(\mathrm{clip}(\tilde w, L/2))_k, \quad
+              \delta_k = \exp(\mathrm{clip}(\tilde\delta_k, L)), \quad
+              L = -\log m_\delta
+
+    (:func:`soft_clip`; ``min_bin_width`` and ``min_bin_height`` are not used). This
+    is the readable reference; the spline kernel computes the same knots in fewer ops.
 
     References:
-        Durkan et al. (2019), Neural Spline Flows.
+        Durkan et al. (2019), Neural Spline Flows; Rozet et al. (2022), Zuko:
+        Normalizing flows in PyTorch (the soft-clipped parameterisation).
 
     Args:
         unnormalized_widths: ``(..., K)``.
         unnormalized_heights: ``(..., K)``.
         unnormalized_derivatives: ``(..., K - 1)`` interior knot derivatives.
         tail_bound: :math:`B`.
+        parameterization: ``"minimum"`` or ``"soft-clip"``.
 
     Returns:
         ``(knots_x, knots_y, derivatives)``, each ``(..., K + 1)``; the knots span
         ``[-B, B]`` and the boundary derivatives are 1.
     """
     bins = unnormalized_widths.shape[-1]
-    widths = min_bin_width + (1 - min_bin_width * bins) * torch.softmax(unnormalized_widths, -1)
-    heights = min_bin_height + (1 - min_bin_height * bins) * torch.softmax(unnormalized_heights, -1)
+    if check_parameterization(parameterization) == "soft-clip":
+        bound = -math.log(min_derivative)
+        widths = torch.softmax(soft_clip(unnormalized_widths, bound / 2), -1)
+        heights = torch.softmax(soft_clip(unnormalized_heights, bound / 2), -1)
+        derivatives = torch.exp(soft_clip(unnormalized_derivatives, bound))
+    else:
+        widths = torch.softmax(unnormalized_widths, -1)
+        widths = min_bin_width + (1 - min_bin_width * bins) * widths
+        heights = torch.softmax(unnormalized_heights, -1)
+        heights = min_bin_height + (1 - min_bin_height * bins) * heights
+        # Raw 0 gives derivative 1, so zero conditioner outputs give the identity spline.
+        derivatives = min_derivative + F.softplus(
+            unnormalized_derivatives + _derivative_offset(min_derivative)
+        )
     knots_x = F.pad(torch.cumsum(widths, -1), (1, 0)) * (2 * tail_bound) - tail_bound
     knots_y = F.pad(torch.cumsum(heights, -1), (1, 0)) * (2 * tail_bound) - tail_bound
-    # Raw 0 gives derivative 1, so zero conditioner outputs give the identity spline.
-    derivatives = min_derivative + F.softplus(
-        unnormalized_derivatives + _derivative_offset(min_derivative)
-    )
     derivatives = F.pad(derivatives, (1, 1), value=1.0)
     return knots_x, knots_y, derivatives
 
@@ -145,10 +199,11 @@ def _knot_table(
     params: Tensor,
     bins: int,
     tail_bound: float,
+    parameterization: str,
     min_width: float,
     min_height: float,
     min_derivative: float,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Knots and derivatives of every element as one bins-major table.
 
     Computes what :func:`spline_knots` computes, in fewer ops. Everything here is
@@ -157,27 +212,44 @@ def _knot_table(
 
     Args:
         params: ``(N, 3K - 1)`` packed raw parameters.
+        min_width, min_height: 0 for ``"soft-clip"``.
 
     Returns:
-        ``table`` of shape ``(3, K + 1, N)`` (rows: x-knots, y-knots, derivatives),
-        ``probabilities`` of shape ``(2, K, N)`` (softmax of widths and heights) and
-        the softplus arguments of the interior derivatives, ``(K - 1, N)``.
+        ``table`` of shape ``(3, K + 1, N)`` (rows: x-knots, y-knots, derivatives)
+        and what the backward needs to reach the raw parameters: ``probabilities``
+        ``(2, K, N)`` (softmax of widths and heights) and either ``preactivation``,
+        the softplus arguments ``(K - 1, N)`` (``"minimum"``), or ``clip_denominator``,
+        the soft clip's denominators ``(3K - 1, N)``, and ``interior_derivatives``
+        ``(K - 1, N)`` (``"soft-clip"``).
     """
     k = bins
     n = params.shape[0]
     columns = contiguous_transpose(params)  # (3K - 1, N)
-    raw = columns[: 2 * k].view(2, k, n)
-    # A hand-written softmax (torch.softmax over 8 bins is ~30x slower on CPU). The
-    # max is detached because softmax does not depend on it.
-    exponentials = torch.exp(raw - raw.detach().amax(1, keepdim=True))
-    probabilities = exponentials / exponentials.sum(1, keepdim=True)
+    if parameterization == "soft-clip":
+        # One soft clip for all rows: bound L/2 on the width and height logits, L on
+        # the log-derivatives. The logits are bounded, so exp needs no max subtracted.
+        inverse_bounds = columns.new_full((3 * k - 1, 1), -2 / math.log(min_derivative))
+        inverse_bounds[2 * k :] = -1 / math.log(min_derivative)
+        clip_denominator = torch.abs(columns).mul_(inverse_bounds).add_(1.0)
+        exponentials = torch.div(columns, clip_denominator).exp_()
+        numerators = exponentials[: 2 * k].view(2, k, n)
+        interior = exponentials[2 * k :]
+        chain = {"clip_denominator": clip_denominator, "interior_derivatives": interior}
+    else:
+        raw = columns[: 2 * k].view(2, k, n)
+        # A hand-written softmax (torch.softmax over 8 bins is ~30x slower on CPU). The
+        # max is detached because softmax does not depend on it.
+        numerators = torch.exp(raw - raw.detach().amax(1, keepdim=True))
+        preactivation = columns[2 * k :] + _derivative_offset(min_derivative)
+        interior = F.softplus(preactivation) + min_derivative
+        chain = {"preactivation": preactivation}
+    probabilities = numerators / numerators.sum(1, keepdim=True)
     knots = _knots_from_probabilities(
         probabilities, tail_bound, min_width, min_height, exact=params.device.type != "cpu"
     )
-    preactivation = columns[2 * k :] + _derivative_offset(min_derivative)
-    derivatives = F.pad(F.softplus(preactivation) + min_derivative, (0, 0, 1, 1), value=1.0)
+    derivatives = F.pad(interior, (0, 0, 1, 1), value=1.0)
     table = torch.cat([knots, derivatives.unsqueeze(0)])
-    return table, probabilities, preactivation
+    return table, {"probabilities": probabilities, **chain}
 
 
 def _bin_values(
@@ -209,7 +281,9 @@ _SAVED = (
     "inside",
     "index",
     "probabilities",
+    "interior_derivatives",
     "preactivation",
+    "clip_denominator",
     "xi",
     "one_minus",
     "xi_term",
@@ -230,6 +304,7 @@ def _evaluate(
     bins: int,
     inverse: bool,
     tail_bound: float,
+    parameterization: str,
     min_width: float,
     min_height: float,
     min_derivative: float,
@@ -244,8 +319,8 @@ def _evaluate(
         x: ``(N,)``; params: ``(N, 3K - 1)``.
         differentiable: whether autograd (any mode) will differentiate these ops.
     """
-    table, probabilities, preactivation = _knot_table(
-        params, bins, tail_bound, min_width, min_height, min_derivative
+    table, chain = _knot_table(
+        params, bins, tail_bound, parameterization, min_width, min_height, min_derivative
     )
     inside, x_clamped, index, values = _bin_values(x, table, inverse, tail_bound)
     left, right = values.unbind(1)
@@ -290,8 +365,7 @@ def _evaluate(
     saved = {
         "inside": inside,
         "index": index,
-        "probabilities": probabilities,
-        "preactivation": preactivation,
+        **chain,
         "xi": xi,
         "one_minus": one_minus,
         "xi_term": xi_term,
@@ -322,7 +396,8 @@ def _backward(
         # Higher-order derivatives: recompute from the inputs with differentiable ops.
         _, _, saved = _evaluate(x, params, *ctx.options)
     else:
-        saved = dict(zip(_SAVED, ctx.saved_tensors[2:], strict=True))
+        stored = zip(_SAVED, ctx.saved_tensors[2:], strict=True)
+        saved = {name: tensor for name, tensor in stored if tensor is not None}
     return rational_quadratic_spline_vjp(grad_out, grad_logabsdet, saved, *ctx.options)
 
 
@@ -343,7 +418,8 @@ class _RationalQuadraticSpline(torch.autograd.Function):
         ctx.options = options
         # Save the inputs themselves (not their flat views) so a double backward
         # can recompute from tensors that carry their autograd history.
-        ctx.save_for_backward(x, params, *(saved[name] for name in _SAVED))
+        # Entries a parameterisation does not need are saved as None.
+        ctx.save_for_backward(x, params, *(saved.get(name) for name in _SAVED))
         ctx.set_materialize_grads(False)
         return out.view(x.shape), logabsdet.view(x.shape)
 
@@ -355,7 +431,7 @@ class _RationalQuadraticSpline(torch.autograd.Function):
             assert upstream is not None  # _backward returns gradients only given one
             grad_x = grad_x.view(upstream.shape)
             grad_params = grad_params.view(*upstream.shape, -1)
-        return grad_x, grad_params, None, None, None, None, None, None
+        return grad_x, grad_params, *(None for _ in ctx.options)
 
 
 def _functorch_active() -> bool:
@@ -373,6 +449,7 @@ def packed_rational_quadratic_spline(
     min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
     min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
     min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+    parameterization: str = "minimum",
 ) -> tuple[Tensor, Tensor]:
     r""":func:`rational_quadratic_spline` with its raw parameters packed in one tensor.
 
@@ -387,6 +464,8 @@ def packed_rational_quadratic_spline(
         x: inputs, any shape ``S``.
         params: ``S + (3K - 1,)`` (or broadcastable to it).
         inverse: evaluate the inverse map instead.
+        tail_bound, min_bin_width, min_bin_height, min_derivative, parameterization:
+            as in :func:`rational_quadratic_spline`.
 
     Returns:
         ``(y, log|dy/dx|)``, both of shape ``S``.
@@ -398,10 +477,19 @@ def packed_rational_quadratic_spline(
     shape = x.shape
     if params.shape[:-1] != shape:
         params = params.expand(*shape, width)
+    if check_parameterization(parameterization) == "soft-clip":
+        if not 0 < min_derivative < 1:
+            raise ValueError(
+                f"min_derivative bounds the soft-clipped derivatives and must lie in (0, 1), "
+                f"got {min_derivative}"
+            )
+        # No minimum bin size: the soft clip alone keeps bins from collapsing.
+        min_bin_width = min_bin_height = 0.0
     options = (
         bins,
         bool(inverse),
         float(tail_bound),
+        parameterization,
         float(min_bin_width),
         float(min_bin_height),
         float(min_derivative),
@@ -427,6 +515,7 @@ def rational_quadratic_spline(
     min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
     min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
     min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+    parameterization: str = "minimum",
 ) -> tuple[Tensor, Tensor]:
     r"""A monotonic rational-quadratic spline on ``[-B, B]``, the identity outside.
 
@@ -452,6 +541,13 @@ def rational_quadratic_spline(
         unnormalized_widths, unnormalized_heights: ``S + (K,)``.
         unnormalized_derivatives: ``S + (K - 1,)``.
         inverse: evaluate the inverse map instead.
+        tail_bound: :math:`B`.
+        min_bin_width, min_bin_height: smallest bin sizes, as fractions of
+            :math:`2B` (``"minimum"`` only).
+        min_derivative: smallest knot derivative; for ``"soft-clip"`` the bound
+            :math:`s` with derivatives in :math:`(s, 1/s)`.
+        parameterization: how raw values become knots, ``"minimum"`` or
+            ``"soft-clip"`` (see :func:`spline_knots`).
 
     Returns:
         ``(y, log|dy/dx|)``, both of shape ``S``.
@@ -478,4 +574,5 @@ def rational_quadratic_spline(
         min_bin_width=min_bin_width,
         min_bin_height=min_bin_height,
         min_derivative=min_derivative,
+        parameterization=parameterization,
     )
