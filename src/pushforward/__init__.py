@@ -6,8 +6,9 @@ three questions: ``log_prob``, ``sample`` and ``loss``.
 
 from __future__ import annotations
 
-from pushforward import flows
+from pushforward import flows, matching
 from pushforward.flows import Flow
+from pushforward.matching import FlowMatching
 from pushforward.model import Model
 from pushforward.registry import available, build, register
 from pushforward.serialization import load, save
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Flow",
+    "FlowMatching",
     "Model",
     "__version__",
     "available",
@@ -24,6 +26,7 @@ __all__ = [
     "fit",
     "flows",
     "load",
+    "matching",
     "register",
     "save",
 ]

@@ -76,6 +76,22 @@ class Model(nn.Module):
         assert log_prob is not None
         return samples, log_prob
 
+    # -- work ahead of the training step ---------------------------------------
+
+    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Any:
+        """Work on a training batch that reads no parameter, done one step ahead.
+
+        The training engine calls this for the *next* batch in a background
+        thread while the current step trains, and hands the result to
+        ``loss(x, context, prepared=...)``. A flow-matching model solves its
+        minibatch optimal-transport assignment here, so the assignment costs no
+        wall time. Randomness must come from ``torch.Generator().manual_seed(seed)``
+        (the engine derives ``seed`` from the run's seed, the step and the rank),
+        never from the global generator the training step uses, so runs stay
+        reproducible and resumable. The default prepares nothing (``None``).
+        """
+        return None
+
     # -- what subclasses implement --------------------------------------------
 
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:

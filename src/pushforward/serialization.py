@@ -125,13 +125,13 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _fold_placeholder(model: Model, standardization: Any, directory: Path) -> Model:
-    from pushforward.flows.flow import Flow, fold_placeholder_standardization
+    from pushforward.standardized import placeholder_standardization
 
-    if not isinstance(model, Flow) or not isinstance(standardization, dict):
+    if not isinstance(standardization, dict) or "event_shape" not in standardization:
         raise ValueError(
             f"{directory / CONFIG_FILE} describes a standardisation this model cannot hold"
         )
-    return fold_placeholder_standardization(model, standardization)
+    return placeholder_standardization(model, standardization)
 
 
 def load(

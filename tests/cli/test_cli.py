@@ -330,15 +330,34 @@ def test_plot_without_matplotlib_is_a_clear_error(
     assert "matplotlib, which is not installed" in capsys.readouterr().err
 
 
-def test_demo_writes_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_writes_runs_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo"
     argv = ["demo", "--steps", "20", "--out", str(out)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    result = json.loads(next(line for line in lines if line.startswith("{")))
-    assert result["run"] == str(out) and np.isfinite(result["kl"])
-    assert pushforward.load(out).sample(3).shape == (3, 2)
-    assert main([*argv, "--threads", "1"]) == 0  # a second demo replaces the first run
+    results = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [r["model"] for r in results] == ["nsf", "fm"]
+    for result in results:
+        assert result["run"] == str(out / result["model"]) and np.isfinite(result["kl"])
+        assert pushforward.load(out / result["model"]).sample(3).shape == (3, 2)
+    assert (out / "report.html").is_file()
+    assert main([*argv, "--model", "maf", "--threads", "1"]) == 0  # a second demo replaces it
+    assert not (out / "fm").exists() and (out / "maf" / "model.json").is_file()
+
+
+def test_demo_refuses_a_foreign_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    assert main(["demo", "--steps", "5", "--out", str(out)]) == 2
+    assert "not a pushforward demo" in capsys.readouterr().err
+    assert (out / "thesis.tex").read_text() == "keep me"
+    assert main(["demo", "--steps", "5", "--model", "nsf,nsff", "--out", str(tmp_path)]) == 2
+    assert "nsff" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,10 @@ from pushforward.cli.run_directory import read_config
 from pushforward.data import bits_per_dim, load_array, load_dataset
 from pushforward.model import Model
 from pushforward.serialization import atomic_write_bytes, load
+from pushforward.standardized import StandardizedModel
+
+SAMPLE_OPTIONS = ("solver", "steps", "guidance")
+EVAL_OPTIONS = ("solver", "steps", "atol", "rtol", "divergence")
 
 EVAL_BATCH = 4096
 DEFAULT_EVAL_SEED = 1
@@ -64,20 +69,47 @@ def _context(path: str | None, model: Model) -> Tensor | None:
     return values
 
 
-def log_likelihoods(model: Model, x: Tensor, context: Tensor | None) -> Tensor:
+def method_options(
+    model: Model, method: str, arguments: argparse.Namespace | None, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """The flags among ``names`` given on the command line, checked against the keyword
+    options ``model.<method>`` takes (a flow takes no ``--solver``, say)."""
+    given = {
+        key: getattr(arguments, key)
+        for key in names
+        if arguments is not None and getattr(arguments, key, None) is not None
+    }
+    if not given:
+        return {}
+    inner = model.model if isinstance(model, StandardizedModel) else model
+    parameters = inspect.signature(getattr(inner, method)).parameters.values()
+    valid = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+    for key in given:
+        if key not in valid:
+            name = getattr(model, "config", {}).get("model", type(inner).__name__)
+            accepted = ", ".join("--" + v for v in valid if v in names) or "none"
+            raise ValueError(
+                f"model {name!r} takes no --{key} for {method} (options it takes: {accepted})"
+            )
+    return given
+
+
+def log_likelihoods(
+    model: Model, x: Tensor, context: Tensor | None, options: dict[str, Any] | None = None
+) -> Tensor:
     """``model.log_prob`` of every row, in chunks, without gradients."""
     pieces = []
     with torch.no_grad():
         for start in range(0, x.shape[0], EVAL_BATCH):
             chunk = None if context is None else context[start : start + EVAL_BATCH]
-            pieces.append(model.log_prob(x[start : start + EVAL_BATCH], chunk))
+            pieces.append(model.log_prob(x[start : start + EVAL_BATCH], chunk, **(options or {})))
     return torch.cat(pieces)
 
 
 def run_eval(arguments: argparse.Namespace) -> int:
     """Prints one JSON object of metrics on standard output."""
     result = evaluate_run(
-        arguments.run, arguments.data, arguments.context, arguments.n, arguments.seed
+        arguments.run, arguments.data, arguments.context, arguments.n, arguments.seed, arguments
     )
     print(json.dumps(result))
     return 0
@@ -89,6 +121,7 @@ def evaluate_run(
     context_file: str | None = None,
     n: int | None = None,
     seed: int | None = None,
+    solver_arguments: argparse.Namespace | None = None,
 ) -> dict[str, Any]:
     r"""The metrics ``pushforward eval`` prints: ``nll``, ``nll_se``, ``n``, and ``kl``
     (built-in toys with an exact entropy) or ``bpd`` (image data).
@@ -97,6 +130,7 @@ def evaluate_run(
     in the data's original units; ``nll_se`` its standard error.
     """
     config, model = open_run(run)
+    options = method_options(model, "log_prob", solver_arguments, EVAL_OPTIONS)
     seed = DEFAULT_EVAL_SEED if seed is None else seed
     dataset = load_dataset(data, n=n, seed=seed)
     expected = tuple(config["data"]["event_shape"])
@@ -112,7 +146,7 @@ def evaluate_run(
             f"context file '{context_file}' has {context.shape[0]} rows "
             f"but the data has {x.shape[0]}; pass one row per data row, or a single row"
         )
-    log_prob = log_likelihoods(model, x, context).double()
+    log_prob = log_likelihoods(model, x, context, options).double()
     nll = -log_prob
     n = int(nll.numel())
     result: dict[str, Any] = {
@@ -135,6 +169,7 @@ def evaluate_run(
 def run_sample(arguments: argparse.Namespace) -> int:
     """Writes samples in the data's original units to a ``.npy`` file."""
     config, model = open_run(arguments.run)
+    options = method_options(model, "sample", arguments, SAMPLE_OPTIONS)
     if arguments.n < 1:
         raise ValueError(f"-n must be a positive number of samples, got {arguments.n}")
     out = Path(arguments.out)
@@ -148,7 +183,7 @@ def run_sample(arguments: argparse.Namespace) -> int:
         n = context.shape[0]
     with torch.random.fork_rng():
         torch.manual_seed(arguments.seed)
-        samples = model.sample(n, context)
+        samples = model.sample(n, context, **options)
     array = samples.double().reshape(n, *config["data"]["event_shape"]).numpy()
     buffer = _npy_bytes(array)
     atomic_write_bytes(out, buffer)

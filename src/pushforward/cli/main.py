@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 from pushforward.registry import available
@@ -13,7 +16,7 @@ EPILOG = """examples:
   pushforward eval runs/moons --data builtin:moons
   pushforward sample runs/moons -n 1000 --out samples.npy
   pushforward plot runs/moons              figures into runs/moons
-  pushforward demo                         train NSF on two moons into ./pushforward-demo, report
+  pushforward demo                         train NSF and flow matching on two moons, report
 
 Bad input (missing file, NaN in data, unknown model, ...) exits with status 2
 and one line on standard error.
@@ -50,6 +53,7 @@ Built-in toys are drawn fresh with --seed (default 1, unseen in training).
 examples:
   pushforward eval runs/moons --data builtin:moons
   pushforward eval runs/cond --data test_x.csv --context test_c.csv
+  pushforward eval runs/fm --data builtin:moons --solver dopri5 --atol 1e-6 --rtol 1e-6
 """
 
 SAMPLE_EPILOG = """samples are in the data's original units. With --context, a file with one row
@@ -59,6 +63,7 @@ context row m in rows m*N ... (m+1)*N - 1.
 examples:
   pushforward sample runs/moons -n 1000 --out samples.npy --seed 3
   pushforward sample runs/cond -n 100 --context c.csv --out samples.npy
+  pushforward sample runs/fm -n 10000 --solver heun --steps 16 --out samples.npy
 """
 
 
@@ -84,6 +89,19 @@ def _subparser(commands, name: str, help_text: str, epilog: str) -> argparse.Arg
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _solver_arguments(command: argparse.ArgumentParser, likelihood: bool) -> None:
+    """Options of models that solve an ODE (flow matching); other models refuse them."""
+    group = command.add_argument_group("ODE models (fm)")
+    group.add_argument("--solver", help="euler, midpoint, heun, rk4, dopri5, ...")
+    group.add_argument("--steps", type=int, help="steps of a fixed-step solver")
+    if likelihood:
+        group.add_argument("--atol", type=float, help="absolute tolerance of an adaptive solver")
+        group.add_argument("--rtol", type=float, help="relative tolerance of an adaptive solver")
+        group.add_argument("--divergence", help="exact or hutchinson")
+    else:
+        group.add_argument("--guidance", type=float, help="classifier-free guidance scale")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--context", help="context file: one row per data row, or one row")
     evaluate.add_argument("--n", type=int, help="examples (built-in sets: 20000 toys)")
     evaluate.add_argument("--seed", type=int, help="seed of built-in data (default 1)")
+    _solver_arguments(evaluate, likelihood=True)
 
     sample = _subparser(commands, "sample", "draw samples from a trained run", SAMPLE_EPILOG)
     sample.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
@@ -130,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--context", help="context file (one row, or M rows for M*N samples)")
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    _solver_arguments(sample, likelihood=False)
 
     plot = _subparser(
         commands,
@@ -144,19 +164,25 @@ def parser() -> argparse.ArgumentParser:
     demo = _subparser(
         commands,
         "demo",
-        "train a flow on built-in 2-D data, write a run directory and report",
-        "trains like pushforward train into --out (default ./pushforward-demo), writes\n"
-        "figures there when matplotlib is installed, and prints the test log-likelihood\n"
-        "(original units) and the KL to the true density as one JSON line.\n\n"
+        "train NSF and flow matching on built-in 2-D data, write runs and a report",
+        "trains each model like pushforward train into --out/MODEL (default\n"
+        "./pushforward-demo/nsf and ./pushforward-demo/fm), writes figures when matplotlib\n"
+        "is installed, prints the test log-likelihood (original units) and the KL to the\n"
+        "true density as one JSON line per model, and writes --out/report.html with the\n"
+        "runs side by side.\n\n"
         "examples:\n  pushforward demo\n"
-        "  pushforward demo --model maf --data 8gaussians --steps 1000 --out runs/demo",
+        "  pushforward demo --model maf,nsf --data 8gaussians --steps 1000 --out runs/demo",
     )
-    demo.add_argument("--model", default="nsf", help=f"model name ({', '.join(available())})")
+    demo.add_argument(
+        "--model",
+        default="nsf,fm",
+        help=f"comma-separated model names (nsf,fm; any of {', '.join(available())})",
+    )
     demo.add_argument("--data", default="moons", help="built-in 2-D dataset")
     demo.add_argument("--steps", type=int, default=2000, help="training steps")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
-        "--out", default="pushforward-demo", help="run directory (replaced if it holds a run)"
+        "--out", default="pushforward-demo", help="directory of the runs (replaced if a demo)"
     )
     return root
 
@@ -175,12 +201,32 @@ def _set_threads(arguments: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
 
+@contextmanager
+def _process_group() -> Iterator[None]:
+    """Joins the process group of a ``torchrun`` launch (gloo: the CLI trains on the CPU)."""
+    # torchrun sets WORLD_SIZE in every worker; a single process needs no group.
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        yield
+        return
+    import torch.distributed
+
+    if torch.distributed.is_initialized():
+        yield
+        return
+    torch.distributed.init_process_group("gloo")
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def _dispatch(arguments: argparse.Namespace) -> int:
     _set_threads(arguments)
     if arguments.command == "train":
         from pushforward.cli.train import run_train
 
-        return run_train(arguments)
+        with _process_group():
+            return run_train(arguments)
     if arguments.command == "eval":
         from pushforward.cli.evaluate import run_eval
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pushforward.cli.evaluate import open_run
+from pushforward.cli.report import write_report
 from pushforward.cli.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.model import Model
@@ -109,7 +110,8 @@ def plot_images(pyplot: Any, directory: Path, model: Model, shape: list[int]) ->
 
 
 def run_plot(arguments: argparse.Namespace) -> int:
-    """Writes ``loss.png`` and, for unconditional 2-D or image runs, ``samples.png``."""
+    """Writes ``loss.png``, for unconditional 2-D or image runs ``samples.png``, and
+    ``report.html`` (the run's metrics, options and figures on one page)."""
     directory = Path(arguments.run)
     config, model = open_run(arguments.run)
     pyplot = _pyplot()
@@ -124,6 +126,8 @@ def run_plot(arguments: argparse.Namespace) -> int:
         written.append(plot_2d(pyplot, directory, model, data))
     elif model.context_features == 0 and len(shape) >= 2:
         written.append(plot_images(pyplot, directory, model, shape))
+    title = f"pushforward run {directory.resolve().name}"
+    written.append(write_report(directory, [directory], title=title))
     for path in written:
         if path is not None:
             print(f"wrote {path}")

@@ -22,9 +22,11 @@ from pushforward.cli.run_directory import (
     write_config,
 )
 from pushforward.data import fit_standardization, load_array, load_dataset
-from pushforward.flows.flow import Flow, fold_standardization
+from pushforward.model import Model
 from pushforward.registry import build, builder_for, closest
 from pushforward.serialization import save
+from pushforward.standardized import standardize_model
+from pushforward.train.distributed import placement
 from pushforward.train.history import History
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -178,12 +180,10 @@ def run_train(arguments: argparse.Namespace) -> int:
         c = ((context - c_mean) / c_std).float()
 
     features = values.shape[1]
-    model = build(name, features=features, context=0 if c is None else c.shape[1], **options)
-    if not isinstance(model, Flow):
-        raise ValueError(
-            f"model {name!r} is not a normalizing flow; the command line folds the "
-            "standardisation into flows only for now"
-        )
+    # The initial weights come from --seed too, so a run is reproducible end to end.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train["seed"])
+        model = build(name, features=features, context=0 if c is None else c.shape[1], **options)
     resolved: dict[str, Any] = {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
@@ -218,8 +218,13 @@ def run_train(arguments: argparse.Namespace) -> int:
             )
         if previous["data"] != resolved["data"]:
             raise ValueError(f"cannot resume '{out}': it was trained on other data")
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, resolved)
+    where = placement()
+    if where.distributed:
+        # Under torchrun every rank checks --out above before rank 0 writes into it.
+        torch.distributed.barrier()
+    if where.writes:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, resolved)
 
     validation = None
     if val_rows is not None:
@@ -228,13 +233,15 @@ def run_train(arguments: argparse.Namespace) -> int:
         out / METRICS_FILE, train["log_every"], None if validation is None else train["eval_every"]
     )
     history = _fit(model, x, c, train_rows, validation, train, out, arguments, metrics)
-    folded = fold_standardization(
+    folded = standardize_model(
         model,
         mean.float(),
         std.float(),
         None if c_mean is None else c_mean.float(),
         None if c_std is None else c_std.float(),
     )
+    if not where.writes:
+        return 0
     save(folded, out)
     if not arguments.quiet:
         last = history.loss[-1] if history.loss else float("nan")
@@ -250,7 +257,7 @@ def run_train(arguments: argparse.Namespace) -> int:
 
 
 def _fit(
-    model: Flow,
+    model: Model,
     x: Tensor,
     c: Tensor | None,
     rows: Tensor,
@@ -278,7 +285,7 @@ def _fit(
         patience=train["patience"],
         seed=train["seed"],
         log_every=train["log_every"],
-        callbacks=[metrics],
+        callbacks=[metrics] if placement().writes else [],
         quiet=arguments.quiet,
         checkpoint_dir=out / CHECKPOINTS,
         checkpoint_every=train["checkpoint_every"],

@@ -35,10 +35,16 @@ class Distribution(nn.Module):
     def log_prob(self, z: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def rsample(self, n: int) -> Tensor:
+    def rsample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draws ``n`` reparameterised samples; ``generator`` replaces the global
+        random generator where the distribution supports it (parameter-free ones do)."""
         raise NotImplementedError
 
-    def sample(self, n: int) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draws ``n`` samples without tracking gradients."""
         with torch.no_grad():
-            return self.rsample(n)
+            return self.rsample(n, generator)
+
+    def _no_generator(self, generator: torch.Generator | None) -> None:
+        if generator is not None:
+            raise ValueError(f"{type(self).__name__} cannot draw from a given generator")

@@ -20,8 +20,10 @@ class StandardNormal(Distribution):
         z = z.reshape(z.shape[0], -1)
         return -0.5 * z.square().sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
-    def rsample(self, n: int) -> Tensor:
-        return torch.randn((n, *self.event_shape), dtype=self.dtype, device=self.device)
+    def rsample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(
+            (n, *self.event_shape), dtype=self.dtype, device=self.device, generator=generator
+        )
 
 
 class DiagonalNormal(Distribution):
@@ -51,6 +53,8 @@ class DiagonalNormal(Distribution):
         per_element = -0.5 * standardized.square() - self.log_scale - 0.5 * math.log(2 * math.pi)
         return per_element.reshape(z.shape[0], -1).sum(dim=1)
 
-    def rsample(self, n: int) -> Tensor:
-        noise = torch.randn((n, *self.event_shape), dtype=self.dtype, device=self.device)
+    def rsample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(
+            (n, *self.event_shape), dtype=self.dtype, device=self.device, generator=generator
+        )
         return self.loc + noise * torch.exp(self.log_scale)

@@ -85,8 +85,12 @@ class StudentT(Distribution):
         per_element = normaliser - half * torch.log1p(z.square() / df)
         return per_element.reshape(z.shape[0], -1).sum(dim=1)
 
-    def rsample(self, n: int) -> Tensor:
-        """Draws ``n`` reparameterised samples: ``(n, *event_shape)``; differentiable in ``df``."""
+    def rsample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draws ``n`` reparameterised samples: ``(n, *event_shape)``; differentiable in ``df``.
+
+        torch's gamma sampler takes no generator, so ``generator`` must be ``None``.
+        """
+        self._no_generator(generator)
         df = self.df.expand((n, *self.event_shape))
         normal = torch.randn((n, *self.event_shape), dtype=self.dtype, device=self.device)
         # Gamma.rsample differentiates implicitly through the sampler and clamps its

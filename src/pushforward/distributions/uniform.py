@@ -68,9 +68,11 @@ class BoxUniform(Distribution):
         value = -log_volume.expand(z.shape[0])
         return torch.where(inside, value, torch.full_like(value, -torch.inf))
 
-    def rsample(self, n: int) -> Tensor:
+    def rsample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draws ``low + (high - low) * u``, ``u ~ U[0, 1)``: ``(n, *event_shape)``."""
-        unit = torch.rand((n, *self.event_shape), dtype=self.dtype, device=self.device)
+        unit = torch.rand(
+            (n, *self.event_shape), dtype=self.dtype, device=self.device, generator=generator
+        )
         return self.low + (self.high - self.low) * unit
 
     def extra_repr(self) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -140,21 +138,3 @@ def fold_standardization(
         }
         folded.config = config
     return folded
-
-
-def fold_placeholder_standardization(flow: Flow, description: dict[str, Any]) -> Flow:
-    """Folds an identity standardisation of the shapes ``description`` names, to load weights into.
-
-    Args:
-        flow: the freshly built inner flow.
-        description: the ``standardization`` entry of a saved model's config.
-    """
-    shape = tuple(int(d) for d in description["event_shape"])
-    reference = next(iter(flow.parameters()), None)
-    dtype = reference.dtype if reference is not None else torch.float64
-    mean = torch.zeros(shape, dtype=dtype)
-    std = torch.ones(shape, dtype=dtype)
-    width = int(description.get("context", 0))
-    context_mean = torch.zeros(width, dtype=dtype) if width else None
-    context_std = torch.ones(width, dtype=dtype) if width else None
-    return fold_standardization(flow, mean, std, context_mean, context_std)

@@ -49,6 +49,14 @@ class EpochBatches:
         self.position += self.batch_size
         return batch
 
+    def peek(self) -> Tensor:
+        """The batch :meth:`next` will return, without moving the order on."""
+        if self.permutation is not None and self.position + self.batch_size <= self.size:
+            return self.permutation[self.position : self.position + self.batch_size]
+        ahead = torch.Generator().manual_seed(0)
+        ahead.set_state(self.generator.get_state())
+        return torch.randperm(self.size, generator=ahead)[: self.batch_size]
+
     def state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """``(json_part, tensors)`` describing where the order stands."""
         json_part = {"position": self.position, "epoch": self.epoch, "started": self.started}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,8 +63,10 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.model.loss(x, context)
+    def forward(self, x: Tensor, context: Tensor | None = None, prepared: Any = None) -> Tensor:
+        if prepared is None:
+            return self.model.loss(x, context)
+        return self.model.loss(x, context, prepared=prepared)  # type: ignore[call-arg]
 
 
 def loss_function(model: Model, where: Placement) -> nn.Module:

@@ -17,6 +17,7 @@ from pushforward.train.ema import EMA
 from pushforward.train.history import History
 from pushforward.train.interrupts import raise_for, stop_on_signals
 from pushforward.train.loop import TrainingLoop, model_device
+from pushforward.train.prepare import PrepareAhead
 from pushforward.train.progress import ProgressBar
 from pushforward.train.schedule import warmup_cosine
 
@@ -174,13 +175,25 @@ def fit(
         seconds_before = loop.history.seconds
         for watcher in watchers:
             watcher.on_start(loop.step, steps)
+        preparer = PrepareAhead(model, seed, where.rank)
+
+        def rows(index: Tensor) -> tuple[Tensor, Tensor | None]:
+            mine = index[where.rank * local : (where.rank + 1) * local]
+            return (
+                train_x[mine.to(train_x.device)],
+                None if train_c is None else train_c[mine.to(train_c.device)],
+            )
+
         try:
             while loop.step < steps and not loop.history.stopped_early:
-                index = batches.next()[where.rank * local : (where.rank + 1) * local]
-                batch = train_x[index.to(train_x.device)]
-                batch_context = None if train_c is None else train_c[index.to(train_c.device)]
+                batch, batch_context = rows(batches.next())
+                prepared = preparer.current(loop.step, batch, batch_context)
+                if loop.step + 1 < steps:
+                    preparer.ahead(loop.step + 1, *rows(batches.peek()))
                 lr_now = lr * warmup_cosine(loop.step, steps, warmup, final_lr)
-                logs = loop.train_step(loss_of, batch, batch_context, lr_now, clip, request)
+                logs = loop.train_step(
+                    loss_of, batch, batch_context, lr_now, clip, request, prepared
+                )
                 step = loop.step
                 if logs["skipped"] and loop.in_a_row >= max_skipped_in_a_row:
                     raise RuntimeError(
@@ -208,6 +221,7 @@ def fit(
             if loop.written != loop.step:
                 loop.checkpoint()
         finally:
+            preparer.close()
             progress.close()
     loop.finish()
     for watcher in watchers:

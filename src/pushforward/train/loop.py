@@ -72,10 +72,11 @@ class TrainingLoop:
         lr: float,
         clip: float | None,
         request: Any,
+        prepared: Any = None,
     ) -> dict[str, Any]:
         self.model.train()
         self.optim.zero_grad(set_to_none=True)
-        loss = loss_of(batch, context)
+        loss = loss_of(batch, context) if prepared is None else loss_of(batch, context, prepared)
         # One reduction carries the loss and any stop request, so all ranks agree
         # on skipping and stopping.
         flag = 0.0 if request.signal is None else 1.0
