@@ -21,6 +21,11 @@ Rows:
 - autoregressive NSF: ``pushforward.build("nsf-ar", ...)`` vs zuko's default NSF.
   As zuko's two models are the same at D = 2 (the script checks that their
   initial state dicts are equal), zuko's run is shared by both rows.
+- autoregressive NSF from zuko's initial weights: the same model, but its
+  networks start from the weights zuko's NSF draws for that seed (the masks are
+  checked to be equal), so the paired difference measures the implementations
+  alone; with their own random draws, the spread of outcomes between initial
+  draws (a few hundredths of a nat on 2spirals) swamps it at three seeds.
 - pushforward defaults: ``pushforward.build("nsf", features=2)`` with nothing
   else set (whatever the defaults of the installed version are), trained the same way.
 
@@ -28,8 +33,8 @@ Test log-likelihoods are in the original data units (the standardisation's
 ``sum(log std)`` subtracted), mean ± standard error over seeds; differences are
 paired by seed.
 
-Cost: 48 training runs of 3000 steps (about 20-35 s each at one thread on an
-idle 2-core Xeon; zuko's autoregressive run is shared at D = 2). That is 20-25
+Cost: 60 training runs of 3000 steps (about 15-30 s each at one thread on an
+idle 2-core Xeon; zuko's autoregressive run is shared at D = 2). That is 25-30
 minutes at ``--jobs 1``; ``--jobs 2`` runs two single-threaded workers and
 halves it on an idle machine. Lower ``--steps`` or ``--seeds`` for a faster look.
 
@@ -65,7 +70,14 @@ LEARNING_RATE = 1e-3
 TRAIN_SIZE = 50_000
 TEST_SIZE = 20_000
 # Runs: (row label, library). "ours-defaults" is pushforward.build("nsf", features=2).
-RUNS = ("ours-nsf", "zuko-nsf", "ours-nsf-ar", "zuko-nsf-ar", "ours-defaults")
+RUNS = (
+    "ours-nsf",
+    "zuko-nsf",
+    "ours-nsf-ar",
+    "zuko-nsf-ar",
+    "ours-nsf-ar-zuko-init",
+    "ours-defaults",
+)
 # Our spline options that reproduce zuko's spline parameterisation and initialisation.
 LIKE_ZUKO = {"spline_parameterization": "soft-clip", "last_layer_init": "random"}
 
@@ -85,6 +97,12 @@ class RunResult:
 
 def build(run: str, transforms: int) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
     """The model of a run and its ``log_prob`` on standardised data."""
+    if run == "ours-nsf-ar-zuko-init":
+        # zuko's flow is drawn first, from the same RNG state as the zuko run's.
+        zuko_flow = build("zuko-nsf-ar", transforms)[0]
+        model = build("ours-nsf-ar", transforms)[0]
+        copy_zuko_weights(zuko_flow, model)
+        return model, model.log_prob
     if run.startswith("ours"):
         import pushforward
 
@@ -122,6 +140,35 @@ def defaults_options() -> dict:
     options = pushforward.build("nsf", features=2).config["options"]
     shown = ("transforms", "hidden", "bins", "tail_bound", "spline_parameterization")
     return {key: options[key] for key in (*shown, "last_layer_init")}
+
+
+def copy_zuko_weights(zuko_flow: nn.Module, model: nn.Module) -> None:
+    """Loads the weights of zuko's autoregressive NSF into our ``nsf-ar`` of the same shape.
+
+    Layer by layer: transform ``i``'s masked MLP (``first``, hidden, ``last``) into our
+    MADE ``i``; both lay the outputs out feature-major (widths, heights, derivatives).
+    Raises if a shape or a mask differs, so the two start as the same function.
+    """
+    from pushforward.transforms.autoregressive import MaskedAutoregressive
+
+    theirs = [
+        [layer for layer in transform.hyper if isinstance(layer, nn.Linear)]
+        for transform in zuko_flow.transform.transforms
+    ]
+    ours = [
+        [module.made.first, *module.made.blocks, module.made.last]
+        for module in model.modules()
+        if isinstance(module, MaskedAutoregressive)
+    ]
+    if [len(layers) for layers in theirs] != [len(layers) for layers in ours]:
+        raise RuntimeError("zuko's and our autoregressive NSF have different layer counts")
+    with torch.no_grad():
+        for their_layers, our_layers in zip(theirs, ours, strict=True):
+            for source, target in zip(their_layers, our_layers, strict=True):
+                if not torch.equal(source.mask.bool(), target.mask.bool()):
+                    raise RuntimeError("zuko's and our masks differ: not the same model")
+                target.weight.copy_(source.weight)
+                target.bias.copy_(source.bias)
 
 
 def zuko_models_identical(transforms: int, seed: int) -> bool:
@@ -261,6 +308,7 @@ def main() -> None:
         for label, ours, theirs in (
             ("coupling NSF", "ours-nsf", "zuko-nsf"),
             ("autoregressive NSF", "ours-nsf-ar", "zuko-nsf-ar"),
+            ("autoregressive NSF, zuko's initial weights", "ours-nsf-ar-zuko-init", "zuko-nsf-ar"),
             ("pushforward defaults vs zuko coupling", "ours-defaults", "zuko-nsf"),
         ):
             a, b = values(ours, dataset), values(theirs, dataset)
