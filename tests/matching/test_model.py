@@ -312,3 +312,106 @@ def test_ot_coupling_straightens_paths() -> None:
         )
     assert results["ot"][0] < 0.5 * results["independent"][0], results
     assert results["ot"][1] < results["independent"][1], results
+
+
+# -- the network's own exact divergence in log_prob --------------------------------------
+
+
+def traced_fm(parameterization: str, guided: bool) -> FlowMatching:
+    options: dict[str, object] = {
+        "features": 3,
+        "hidden": [12, 12, 12],
+        "parameterization": parameterization,
+        "path": "cond-ot" if parameterization == "velocity" else "cosine",
+    }
+    if guided:
+        options.update(context=2, context_dropout=0.2)
+    model = small_fm(**options).double()
+    randomize_(model, 0.3, torch.Generator().manual_seed(11))
+    return model
+
+
+FIELD_CASES = [
+    pytest.param("velocity", False, id="velocity"),
+    pytest.param("data", False, id="data"),
+    pytest.param("noise", False, id="noise"),
+    pytest.param("velocity", True, id="velocity-guided"),
+    pytest.param("noise", True, id="noise-guided"),
+]
+
+
+@pytest.mark.parametrize(("parameterization", "guided"), FIELD_CASES)
+def test_velocity_and_divergence_is_the_trace_of_the_velocity(
+    parameterization: str, guided: bool
+) -> None:
+    from pushforward.ode import exact_divergence
+
+    model = traced_fm(parameterization, guided)
+    generator = torch.Generator().manual_seed(12)
+    x = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    c = torch.randn(6, 2, generator=generator, dtype=torch.float64) if guided else None
+    # t = 0 and 1 hit the clamped conversion times; 0.37 is inside.
+    for t in (torch.tensor(0.0), torch.tensor(0.37), torch.tensor(1.0)):
+        t = t.double()
+        for guidance in (1.0, 2.5) if guided else (1.0,):
+            velocity, divergence = model.velocity_and_divergence(x, t, c, guidance)
+            expected_velocity, expected = exact_divergence(
+                lambda z, t=t, guidance=guidance: model.velocity(z, t, c, guidance), x
+            )
+            torch.testing.assert_close(velocity, expected_velocity, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(divergence, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("parameterization", ["data", "noise"])
+def test_divergence_of_a_converted_prediction_by_hand(parameterization: str) -> None:
+    # v = A(t) f + B(t) x, so div v = A(t) div f + B(t) D, with, from the conversion
+    # formulas (a = alpha_t, s = sigma_t, dots for derivatives):
+    #   data:  v = da f + ds (x - a f) / s  ->  A = da - ds a / s,  B = ds / s;
+    #   noise: v = da (x - s f) / a + ds f  ->  A = ds - da s / a,  B = da / a.
+    model = traced_fm(parameterization, guided=False)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64)
+    _, raw_divergence = model.network.velocity_and_divergence(x, t)
+    c = model.scheduler(t)
+    a, s, da, ds = c.alpha, c.sigma, c.d_alpha, c.d_sigma
+    if parameterization == "data":
+        slope, offset = da - ds * a / s, ds / s
+    else:
+        slope, offset = ds - da * s / a, da / a
+    _, divergence = model.velocity_and_divergence(x, t)
+    torch.testing.assert_close(divergence, slope * raw_divergence + offset * 3, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("parameterization", "guided"), FIELD_CASES)
+def test_log_prob_with_the_network_trace_equals_the_generic_path(
+    parameterization: str, guided: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushforward.nn.velocity import VelocityMLP
+
+    model = traced_fm(parameterization, guided)
+    generator = torch.Generator().manual_seed(14)
+    x = torch.randn(6, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(6, 2, generator=generator, dtype=torch.float64) if guided else None
+    original = VelocityMLP.velocity_and_divergence
+    calls = []
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VelocityMLP, "velocity_and_divergence", counted)
+    fast = model.log_prob(x, c, solver="rk4", steps=4)
+    assert calls  # the network's own trace was used
+    parameter = next(model.network.parameters())
+    fast_grads = torch.autograd.grad(fast.sum(), [x, parameter])
+    monkeypatch.delattr(VelocityMLP, "velocity_and_divergence")
+    generic = model.log_prob(x, c, solver="rk4", steps=4)
+    generic_grads = torch.autograd.grad(generic.sum(), [x, parameter])
+    torch.testing.assert_close(fast, generic, rtol=0, atol=1e-10)
+    for mine, theirs in zip(fast_grads, generic_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-10)
+    # Hutchinson never asks the network for its trace.
+    monkeypatch.setattr(VelocityMLP, "velocity_and_divergence", counted, raising=False)
+    calls.clear()
+    model.log_prob(x, c, divergence="hutchinson", solver="rk4", steps=2)
+    assert not calls

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from pushforward.nn.mlp import ACTIVATIONS
 from pushforward.nn.time_embedding import SinusoidalTimeEmbedding, sinusoidal_embedding
-from pushforward.nn.velocity import VelocityMLP
+from pushforward.nn.velocity import VelocityMLP, activation_and_slope
+from pushforward.ode.divergence import exact_divergence
 
 VARIANTS = [
     pytest.param(False, (32, 24), id="plain"),
@@ -217,3 +219,186 @@ def test_network_fits_a_time_dependent_regression_target(residual, hidden):
     with torch.no_grad():
         final = mse().item()
     assert final < initial / 10, (initial, final)
+
+
+# --- velocity_and_divergence: the hand-pushed Jacobian trace ---------------------------------
+
+ACTIVATION_NAMES = ["silu", "relu", "gelu", "gelu-tanh", "elu", "tanh", "leaky_relu", "softplus"]
+ARCHITECTURES = [
+    pytest.param(False, (), id="linear"),
+    pytest.param(False, (7,), id="plain1"),
+    pytest.param(False, (7, 5), id="plain2"),
+    pytest.param(False, (7, 5, 6), id="plain3"),
+    pytest.param(False, (7, 5, 6, 4), id="plain4"),
+    pytest.param(True, (6, 6, 6), id="residual"),
+]
+
+
+def set_activation_(net: VelocityMLP, name: str) -> None:
+    """Swap in activations the registry does not build: GELU's tanh form, and Softplus
+    (not special-cased, so its derivative comes from the generic jvp fallback)."""
+    factory = {
+        "gelu-tanh": lambda: torch.nn.GELU(approximate="tanh"),
+        "softplus": torch.nn.Softplus,
+    }
+    if name not in factory:
+        return
+    if net.residual:
+        for block in net.blocks:
+            block.activation = factory[name]()
+        net.output_activation = factory[name]()
+    else:
+        for index in range(1, len(net.network), 2):
+            net.network[index] = factory[name]()
+
+
+def trace_network(
+    residual: bool, hidden: tuple[int, ...], activation: str, features: int, seed: int
+) -> VelocityMLP:
+    registered = activation if activation in ACTIVATIONS else "silu"
+    net = VelocityMLP(
+        features,
+        context=2,
+        hidden=hidden,
+        time_embedding=4,
+        activation=registered,
+        residual=residual,
+        time_scale=3.0,
+    ).double()
+    set_activation_(net, activation)
+    randomize_(net, torch.Generator().manual_seed(seed))
+    return net
+
+
+def jacobian_trace(net: VelocityMLP, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor):
+    """The trace of each row's x-Jacobian by reverse mode on the whole batch (independent of
+    forward mode): (B, D, B, D) -> the diagonal blocks' traces."""
+    batch, features = x.shape[0], math.prod(x.shape[1:])
+    jac = torch.func.jacrev(lambda z: net(z, t, c).reshape(batch, features))(x)
+    jac = jac.reshape(batch, features, batch, features)
+    rows = torch.arange(batch)
+    return jac[rows, :, rows, :].diagonal(dim1=1, dim2=2).sum(-1)
+
+
+@pytest.mark.parametrize(("residual", "hidden"), ARCHITECTURES)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("event", [(5,), (1, 2, 3)], ids=["vector", "image"])
+def test_velocity_and_divergence_equals_the_jacobian_trace(residual, hidden, activation, event):
+    if residual and not hidden:
+        pytest.skip("the residual network needs hidden layers")
+    features = math.prod(event)
+    net = trace_network(residual, hidden, activation, features, seed=5)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(9, *event, generator=generator, dtype=torch.float64)
+    t = torch.rand(9, generator=generator, dtype=torch.float64)
+    c = torch.randn(9, 2, generator=generator, dtype=torch.float64)
+    velocity, divergence = net.velocity_and_divergence(x, t, c)
+    assert velocity.shape == x.shape and divergence.shape == (9,)
+    torch.testing.assert_close(velocity, net(x, t, c), rtol=0, atol=1e-12)
+    generic = exact_divergence(lambda z: net(z, t, c), x)[1]
+    torch.testing.assert_close(divergence, generic, rtol=0, atol=1e-10)
+    torch.testing.assert_close(divergence, jacobian_trace(net, x, t, c), rtol=0, atol=1e-10)
+    assert divergence.abs().max() > 1e-3  # the field is not trivially divergence-free
+
+
+@pytest.mark.parametrize(
+    ("residual", "hidden"),
+    [
+        pytest.param(False, (7, 5, 6), id="plain3"),
+        pytest.param(False, (7, 5, 6, 4), id="plain4"),
+        pytest.param(True, (6, 6), id="residual"),
+    ],
+)
+@pytest.mark.parametrize("batch", [2, 40], ids=["batch<hidden", "batch>hidden"])
+@pytest.mark.parametrize("chunk_size", [None, 1, 2])
+def test_every_chunking_and_layout_gives_the_same_trace(residual, hidden, batch, chunk_size):
+    # Small batches push the tangents, large ones fold the directions into the weights;
+    # chunks split the 5 directions unevenly (2 + 2 + 1).
+    net = trace_network(residual, hidden, "silu", 5, seed=7)
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(batch, 5, generator=generator, dtype=torch.float64)
+    t = torch.rand(batch, generator=generator, dtype=torch.float64)
+    c = torch.randn(1, 2, generator=generator, dtype=torch.float64)  # one row, broadcast
+    _, divergence = net.velocity_and_divergence(x, t, c, chunk_size=chunk_size)
+    generic = exact_divergence(lambda z: net(z, t, c), x)[1]
+    torch.testing.assert_close(divergence, generic, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("residual", "hidden"),
+    [
+        pytest.param(False, (6, 5), id="plain2"),
+        pytest.param(False, (6, 5, 4), id="plain3"),
+        pytest.param(True, (6, 6), id="residual"),
+    ],
+)
+@pytest.mark.parametrize("activation", ["silu", "gelu", "elu", "tanh", "leaky_relu"])
+def test_gradients_equal_those_of_the_generic_path(residual, hidden, activation):
+    net = trace_network(residual, hidden, activation, 3, seed=9)
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(12, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(12, generator=generator, dtype=torch.float64)
+    c = torch.randn(12, 2, generator=generator, dtype=torch.float64)
+    weights = torch.randn(12, generator=generator, dtype=torch.float64)
+    probe = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    inputs = [x, *net.parameters()]
+
+    def objective(velocity: torch.Tensor, divergence: torch.Tensor) -> torch.Tensor:
+        return (divergence * weights).sum() + (velocity * probe).sum()
+
+    fast = torch.autograd.grad(objective(*net.velocity_and_divergence(x, t, c)), inputs)
+    generic = torch.autograd.grad(objective(*exact_divergence(lambda z: net(z, t, c), x)), inputs)
+    for mine, theirs in zip(fast, generic, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-10)
+    assert float(fast[0].abs().sum()) > 0  # second derivatives of the activation reach x
+
+
+def test_velocity_and_divergence_follows_dtype_and_time_forms():
+    net = VelocityMLP(3, context=1, hidden=(8, 8, 8), time_embedding=4)
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(5, 3, generator=generator)
+    c = torch.randn(5, 1, generator=generator)
+    velocity, divergence = net.velocity_and_divergence(x, torch.tensor(0.3), c)
+    assert velocity.dtype == divergence.dtype == torch.float32
+    batch_time = net.velocity_and_divergence(x, torch.full((5,), 0.3), c)[1]
+    torch.testing.assert_close(divergence, batch_time)
+    double = net.double()
+    result = double.velocity_and_divergence(x.double(), 0.3, c.double())
+    assert result[0].dtype == result[1].dtype == torch.float64
+    torch.testing.assert_close(result[1].float(), divergence, rtol=1e-4, atol=1e-5)
+
+
+def test_velocity_and_divergence_rejects_bad_arguments():
+    net = VelocityMLP(3, hidden=(8, 8, 8), time_embedding=4)
+    with pytest.raises(ValueError, match="3 values per event"):
+        net.velocity_and_divergence(torch.randn(4, 5), torch.rand(4))
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        net.velocity_and_divergence(torch.randn(4, 3), torch.rand(4), chunk_size=0)
+    with pytest.raises(ValueError, match="built with context=0"):
+        net.velocity_and_divergence(torch.randn(4, 3), torch.rand(4), torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_activation_slopes_match_autograd_including_kinks_and_tails(activation):
+    net = trace_network(False, (4,), activation, 2, seed=0)
+    module = net.network[1]
+    h = torch.tensor(
+        [-800.0, -30.0, -2.5, -1e-3, 0.0, 1e-3, 0.7, 3.0, 30.0, 800.0],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    value, slope = activation_and_slope(module, h)
+    expected = module(h)
+    (autograd_slope,) = torch.autograd.grad(expected.sum(), h, create_graph=True)
+    torch.testing.assert_close(value, expected, rtol=0, atol=0)
+    torch.testing.assert_close(slope, autograd_slope, rtol=1e-12, atol=1e-14)
+    # The slope's own derivative (used when the likelihood is differentiated) is finite
+    # in the tails and matches autograd's second derivative away from the kink at 0,
+    # where ELU's second derivative jumps and either side is a valid convention.
+    curvature, autograd_curvature = (
+        torch.autograd.grad(s.sum(), h)[0] if s.requires_grad else torch.zeros_like(h)
+        for s in (slope, autograd_slope)
+    )
+    assert torch.isfinite(curvature).all()
+    smooth = h.detach() != 0
+    torch.testing.assert_close(curvature[smooth], autograd_curvature[smooth], rtol=1e-9, atol=1e-12)

@@ -271,3 +271,117 @@ def test_agrees_with_meta_flow_matching(method: str, steps: int | None) -> None:
     )
     assert torch.allclose(ours.log_prob.detach(), theirs, atol=1e-4, rtol=0)
     assert torch.allclose(ours.base_point.detach(), base_point, atol=1e-4)
+
+
+class CountingField:
+    """The affine field as ``(t, x) -> (A x + b, tr A + shift)``, counting its calls."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        self.shift = shift
+        self.calls = 0
+
+    def __call__(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        trace = A.trace().to(x.dtype) + self.shift
+        return affine_velocity(t, x), trace.expand(x.shape[0])
+
+
+def test_velocity_and_divergence_is_used_for_the_exact_divergence() -> None:
+    target = pushed_gaussian()
+    x = target.sample((6,))
+    plain_calls = []
+
+    def counted_velocity(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        plain_calls.append(t)
+        return affine_velocity(t, z)
+
+    tolerance = {"atol": 1e-10, "rtol": 1e-10}
+    field = CountingField()
+    fast = log_likelihood(
+        counted_velocity, x, standard_normal_log_prob, velocity_and_divergence=field, **tolerance
+    )
+    generic = log_likelihood(affine_velocity, x, standard_normal_log_prob, **tolerance)
+    assert field.calls == fast.nfe > 6 and not plain_calls
+    assert (fast.log_prob - target.log_prob(x)).abs().max() < 1e-8
+    torch.testing.assert_close(fast.log_prob, generic.log_prob, rtol=0, atol=1e-10)
+    torch.testing.assert_close(fast.base_point, generic.base_point, rtol=0, atol=1e-10)
+    # Its divergence is the one integrated: one more unit of divergence over the unit
+    # time interval takes exactly one nat off log p.
+    shifted = log_likelihood(
+        affine_velocity,
+        x,
+        standard_normal_log_prob,
+        velocity_and_divergence=CountingField(shift=1.0),
+        **tolerance,
+    )
+    torch.testing.assert_close(shifted.log_prob, fast.log_prob - 1.0, rtol=0, atol=1e-9)
+
+
+def test_hutchinson_ignores_velocity_and_divergence() -> None:
+    x = torch.randn(4, 3, dtype=F64)
+    field = CountingField(shift=5.0)
+    options = {"divergence": "hutchinson", "probes": 3, "method": "rk4", "steps": 4}
+    with_field = log_likelihood(
+        affine_velocity,
+        x,
+        standard_normal_log_prob,
+        generator=torch.Generator().manual_seed(1),
+        velocity_and_divergence=field,
+        **options,
+    )
+    without = log_likelihood(
+        affine_velocity,
+        x,
+        standard_normal_log_prob,
+        generator=torch.Generator().manual_seed(1),
+        **options,
+    )
+    assert field.calls == 0
+    assert torch.equal(with_field.log_prob, without.log_prob)
+
+
+def test_velocity_and_divergence_errors_name_the_problem() -> None:
+    x = torch.randn(4, 3, dtype=F64)
+
+    def wrong_shape(t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return affine_velocity(t, z), A.trace().expand(z.shape[0], 1)
+
+    with pytest.raises(ValueError, match=r"must return shapes \(4, 3\) and \(4,\)"):
+        log_likelihood(
+            affine_velocity, x, standard_normal_log_prob, velocity_and_divergence=wrong_shape
+        )
+    with pytest.raises(TypeError, match="velocity_and_divergence must be a callable"):
+        log_likelihood(
+            affine_velocity,
+            x,
+            standard_normal_log_prob,
+            velocity_and_divergence=A,  # type: ignore[arg-type]
+        )
+
+
+def test_velocity_mlp_trace_through_the_likelihood_matches_the_generic_path() -> None:
+    from pushforward.nn.velocity import VelocityMLP
+
+    network = VelocityMLP(3, hidden=(8, 8, 8), time_embedding=4, time_scale=2.0).to(F64)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.mul_(2.0)
+    x = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+
+    def velocity(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return network(z, t)
+
+    def velocity_and_divergence(t: torch.Tensor, z: torch.Tensor):
+        return network.velocity_and_divergence(z, t)
+
+    options = {"method": "rk4", "steps": 6}
+    fast = log_likelihood(
+        velocity,
+        x,
+        standard_normal_log_prob,
+        velocity_and_divergence=velocity_and_divergence,
+        **options,
+    )
+    generic = log_likelihood(velocity, x, standard_normal_log_prob, **options)
+    torch.testing.assert_close(fast.log_prob, generic.log_prob, rtol=0, atol=1e-11)
+    assert (fast.log_prob - standard_normal_log_prob(x)).abs().max() > 1e-3

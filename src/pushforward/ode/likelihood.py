@@ -22,6 +22,7 @@ from pushforward.registry import closest
 DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
+VelocityAndDivergence = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -57,18 +58,36 @@ class AugmentedDynamics:
         noise: Hutchinson probes ``(probes, batch, *event)``, or ``None`` for the
             exact divergence.
         chunk_size: directions per pass of the exact divergence.
+        velocity_and_divergence: ``(t, x) -> (v: (batch, *event), div: (batch,))``, a
+            field that gives its exact divergence itself (such as
+            :meth:`~pushforward.nn.velocity.VelocityMLP.velocity_and_divergence`);
+            used instead of :func:`~pushforward.ode.divergence.exact_divergence` when
+            ``noise`` is ``None``.
     """
 
     def __init__(
-        self, velocity: Velocity, noise: Tensor | None = None, chunk_size: int | None = None
+        self,
+        velocity: Velocity,
+        noise: Tensor | None = None,
+        chunk_size: int | None = None,
+        velocity_and_divergence: VelocityAndDivergence | None = None,
     ) -> None:
         self.velocity = velocity
         self.noise = noise
         self.chunk_size = chunk_size
+        self.velocity_and_divergence = velocity_and_divergence
 
     def __call__(self, t: Tensor, state: State) -> tuple[Tensor, Tensor]:
         """The derivatives ``(dx/dt: (batch, *event), dl/dt: (batch,))`` at time ``t``."""
         x = state[0] if isinstance(state, tuple) else state
+        if self.noise is None and self.velocity_and_divergence is not None:
+            value, divergence = self.velocity_and_divergence(t, x)
+            if value.shape != x.shape or divergence.shape != (x.shape[0],):
+                raise ValueError(
+                    f"velocity_and_divergence must return shapes {tuple(x.shape)} and "
+                    f"({x.shape[0]},), got {tuple(value.shape)} and {tuple(divergence.shape)}"
+                )
+            return value, divergence
         field = partial(self.velocity, t)
         if self.noise is None:
             return exact_divergence(field, x, chunk_size=self.chunk_size)
@@ -99,6 +118,7 @@ def log_likelihood(
     t_data: float = 1.0,
     t_base: float = 0.0,
     chunk_size: int | None = None,
+    velocity_and_divergence: VelocityAndDivergence | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of ``x`` under the pushforward of a base distribution by a velocity field.
 
@@ -138,6 +158,13 @@ def log_likelihood(
         t_data: the time of the data.
         t_base: the time of the base distribution.
         chunk_size: directions per pass of the exact divergence (bounds memory).
+        velocity_and_divergence: ``velocity_and_divergence(t, x) -> (v, div)`` with
+            ``v: (batch, *event)`` and ``div: (batch,)`` the exact divergence, for a
+            field that computes it faster than the generic forward-mode trace (such
+            as :meth:`~pushforward.nn.velocity.VelocityMLP.velocity_and_divergence`);
+            it must agree with ``velocity``. Used for ``divergence="exact"`` in place
+            of :func:`~pushforward.ode.divergence.exact_divergence` (``chunk_size``
+            then does not apply); Hutchinson's estimator keeps using ``velocity``.
 
     Returns:
         A :class:`LikelihoodResult` with ``log_prob: (batch,)``, the base point
@@ -155,8 +182,13 @@ def log_likelihood(
         raise ValueError(f"t_data and t_base must differ, both are {t_data}")
     if method in FIXED_STEP_METHODS and steps is None:
         raise ValueError(f"the fixed-step method {method!r} needs steps= (a positive integer)")
+    if velocity_and_divergence is not None and not callable(velocity_and_divergence):
+        raise TypeError(
+            "velocity_and_divergence must be a callable (t, x) -> (velocity, divergence), "
+            f"got {type(velocity_and_divergence).__name__}"
+        )
     probe_noise = make_probes(x, probes, noise, generator) if divergence == "hutchinson" else None
-    dynamics = AugmentedDynamics(velocity, probe_noise, chunk_size)
+    dynamics = AugmentedDynamics(velocity, probe_noise, chunk_size, velocity_and_divergence)
     start = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
     solution = solve_ode(
         dynamics,
