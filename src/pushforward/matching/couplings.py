@@ -138,8 +138,8 @@ def ot_assignment(x0: Tensor, x1: Tensor) -> Tensor:
         from scipy.optimize import linear_sum_assignment
     except ImportError as error:
         raise ImportError(
-            "exact optimal-transport couplings need scipy: pip install 'pushforward[ot]' "
-            "(or pip install scipy)"
+            "exact optimal-transport couplings need scipy, a dependency of pushforward: "
+            "pip install scipy"
         ) from error
     with torch.no_grad():
         cost = _squared_distances(x1.detach(), x0.detach()).cpu()
