@@ -38,16 +38,19 @@ Values are mean ± standard error over seeds; differences are paired by seed.
 When a run of part 2 has the same settings as part 1's ``fm`` run (same data and
 seed), it is trained once.
 
-Cost (idle 2-core Xeon, one thread per job): an ``fm`` run trains in about 12 s
-and its dopri5 evaluation on 5,000 points takes 10-60 s depending on how stiff
-the learned field is; ``nsf`` trains in about 20 s and evaluates in 2 s; the
-sample metrics of part 2 add about 30 s per run. The default run (4 + 2 data
-sets, 3 seeds) is 30 trainings, 10-15 minutes at ``--jobs 2`` on an idle machine.
+Cost (2-core Xeon shared with other work, one thread per job): with residual
+4x256 and OT coupling an ``fm`` run trains in 140-260 s (the exact 512 x 512
+assignment of every batch is most of it; 40 s with independent coupling, 12 s for
+the plain 3x256 MLP) and its dopri5 evaluation on 5,000 points takes 10-40 s;
+``nsf`` trains in about 17 s; the sample metrics of part 2 add about 30 s per run.
+The default run (4 + 2 data sets, 3 seeds: 30 trainings) took 25 minutes at
+``--jobs 2``.
 
 Run (the script re-executes itself with the allocator settings of bench/common.py)::
 
     python bench/fm_quality.py [--seeds 3] [--jobs 2] [--eval-n 5000] [--json out.json]
-    python bench/fm_quality.py --fm-lr 1e-2 --fm-set hidden=[256,256,256,256]
+    python bench/fm_quality.py --jobs 2 --fm-lr 1e-3 --fm-set residual=false \\
+        --fm-set 'hidden=[256,256,256]' --fm-set 'coupling="independent"'  # the old defaults
     python bench/fm_quality.py --quick    # smoke test
 """
 
@@ -458,7 +461,7 @@ def print_kl_table(results: list[RunResult], datasets: Sequence[str]) -> None:
             [
                 label,
                 f"{statistics.fmean(r.train_seconds for r in runs):.1f}",
-                f"{statistics.fmean(r.evaluation.seconds for r in runs):.1f}",
+                f"{statistics.fmean(r.evaluation.seconds for r in runs):.2f}",
                 f"{statistics.fmean(nfe):.0f} ({min(nfe):.0f}-{max(nfe):.0f})" if nfe else "-",
             ]
         )
@@ -521,7 +524,8 @@ def print_coupling_table(
     print(
         f"\nED = squared energy distance x 1e3 between {samples} samples and {samples} held-out "
         f"points (original units); 'default' is the model's sampler ({default}). Straightness "
-        f"from {STRAIGHTNESS_POINTS} trajectories of RK4 with {STRAIGHTNESS_STEPS} steps "
+        f"from {min(STRAIGHTNESS_POINTS, samples)} trajectories of RK4 with "
+        f"{STRAIGHTNESS_STEPS} steps "
         "(standardised units, 0 = straight lines at constant speed)."
     )
 
@@ -554,6 +558,7 @@ def print_tolerance_table(results: list[RunResult]) -> None:
 def main() -> None:
     setup(threads=1)
     from pushforward.cli.train import TRAIN_DEFAULTS
+    from pushforward.registry import train_defaults
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, help="training steps of both models (CLI default)")
@@ -591,9 +596,10 @@ def main() -> None:
     print("# Flow matching on 2-D toys: KL to the truth, and OT coupling\n")
     print_environment(info)
     overrides = dict(parse_train_items(args.fm_train))
+    fm_lr = args.fm_lr or train_defaults("fm").get("lr", TRAIN_DEFAULTS["lr"])
     print(
         f"Training: `pushforward train` defaults {budget}; fm lr "
-        f"{args.fm_lr or TRAIN_DEFAULTS['lr']}, fm [train] overrides {overrides}, "
+        f"{fm_lr}, fm [train] overrides {overrides}, "
         f"fm options { {k: fm_options[k] for k in shown} } (--set {list(args.fm_set)}); nsf "
         f"defaults. Evaluation: `pushforward eval --n {args.eval_n} --seed 1000+seed`, "
         f"seeds 0..{args.seeds - 1}; mean ± standard error over seeds.\n"

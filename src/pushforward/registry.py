@@ -10,18 +10,35 @@ from typing import Any
 from pushforward.model import Model
 
 _BUILDERS: dict[str, Callable[..., Model]] = {}
+_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
-    """Registers a model builder (a class or function taking keyword arguments) under ``name``."""
+def register(
+    name: str, train: dict[str, Any] | None = None
+) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+    """Registers a model builder (a class or function taking keyword arguments) under ``name``.
+
+    Args:
+        name: the model's name in configs and on the command line.
+        train: training options this model needs other than the engine's defaults
+            (for instance ``{"lr": 5e-3}``); ``pushforward train`` uses them unless
+            a config file or a flag sets them.
+    """
 
     def decorator(builder: Callable[..., Model]) -> Callable[..., Model]:
         if name in _BUILDERS and _BUILDERS[name] is not builder:
             raise ValueError(f"a model named {name!r} is already registered")
         _BUILDERS[name] = builder
+        _TRAIN_DEFAULTS[name] = dict(train or {})
         return builder
 
     return decorator
+
+
+def train_defaults(name: str) -> dict[str, Any]:
+    """The training options model ``name`` declared at registration (may be empty)."""
+    builder_for(name)
+    return dict(_TRAIN_DEFAULTS.get(name, {}))
 
 
 def available() -> list[str]:

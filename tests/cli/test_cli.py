@@ -104,6 +104,53 @@ def test_eval_matches_python_log_prob(moons_run: Path, capsys: pytest.CaptureFix
     assert result["nll"] == pytest.approx(inner_nll + torch.log(std).sum().item(), abs=1e-4)
 
 
+def test_eval_default_seed_avoids_the_training_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Trained on the draw of seed 1: a fixed evaluation seed of 1 would score the
+    # training points themselves. The default is the training seed plus one.
+    out = tmp_path / "seed1"
+    assert train_moons(out, "--seed", "1") == 0
+    default = run_json(capsys, ["eval", str(out), "--data", "builtin:moons", "--n", "500"])
+    two = run_json(
+        capsys, ["eval", str(out), "--data", "builtin:moons", "--n", "500", "--seed", "2"]
+    )
+    one = run_json(
+        capsys, ["eval", str(out), "--data", "builtin:moons", "--n", "500", "--seed", "1"]
+    )
+    assert default["nll"] == two["nll"]
+    assert default["nll"] != one["nll"]
+
+
+def test_models_declare_their_training_defaults(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from pushforward.cli.train import TRAIN_DEFAULTS, resolve
+    from pushforward.registry import train_defaults
+
+    def arguments(model: str, config: str | None = None, lr: float | None = None) -> Namespace:
+        return Namespace(
+            model=model,
+            config=config,
+            set=[],
+            steps=None,
+            batch_size=None,
+            lr=lr,
+            seed=None,
+            n=None,
+        )
+
+    assert train_defaults("fm") == {"lr": 5e-3}
+    assert resolve(arguments("fm"))[2]["lr"] == 5e-3
+    assert resolve(arguments("nsf"))[2]["lr"] == TRAIN_DEFAULTS["lr"]
+    config = tmp_path / "c.toml"
+    config.write_text("[train]\nlr = 2e-4\n")
+    assert resolve(arguments("fm", str(config)))[2]["lr"] == 2e-4  # the config file wins
+    assert resolve(arguments("fm", str(config), lr=3e-3))[2]["lr"] == 3e-3  # the flag wins
+    with pytest.raises(ValueError, match="unknown model"):
+        train_defaults("no-such-model")
+
+
 def test_sample_in_original_units(
     moons_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -330,9 +377,7 @@ def test_plot_without_matplotlib_is_a_clear_error(
     assert "matplotlib, which is not installed" in capsys.readouterr().err
 
 
-def test_demo_writes_runs_side_by_side(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_demo_writes_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     argv = ["demo", "--steps", "20", "--out", str(out)]
     assert main(argv) == 0

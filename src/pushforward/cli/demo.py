@@ -19,8 +19,9 @@ DEMO_MODELS = ("nsf", "fm")
 DEMO_FILE = "demo.json"
 """Marks a directory as written by the demo (so a later demo may replace it)."""
 
-DEMO_LEARNING_RATES = {"nsf": 2e-3, "fm": 2e-3}
-"""Peak learning rates of the demo's models (others use 1e-3)."""
+DEMO_LEARNING_RATES = {"nsf": 2e-3}
+"""Peak learning rates of the demo's models where they differ from what the model
+declares for ``pushforward train`` (``pushforward.registry.train_defaults``)."""
 
 
 def run_demo(
@@ -52,7 +53,7 @@ def run_demo(
         config=None,
         steps=steps,
         batch_size=512,
-        lr=DEMO_LEARNING_RATES.get(model_name, 1e-3),
+        lr=DEMO_LEARNING_RATES.get(model_name),
         seed=seed,
         n=None,
         resume=False,

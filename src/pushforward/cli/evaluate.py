@@ -23,8 +23,13 @@ SAMPLE_OPTIONS = ("solver", "steps", "guidance")
 EVAL_OPTIONS = ("solver", "steps", "atol", "rtol", "divergence")
 
 EVAL_BATCH = 4096
-DEFAULT_EVAL_SEED = 1
-"""Built-in toys are drawn with seed 1 by default, a sample the training (seed 0) never saw."""
+
+
+def default_eval_seed(config: dict[str, Any]) -> int:
+    """The seed built-in toys are drawn with by default: the run's training seed plus one,
+    so the evaluation sample is never the one the run was trained on (a fixed default
+    would be exactly the training sample of a run trained with that seed)."""
+    return int(config.get("train", {}).get("seed", 0)) + 1
 
 
 def open_run(directory: str) -> tuple[dict[str, Any], Model]:
@@ -131,7 +136,7 @@ def evaluate_run(
     """
     config, model = open_run(run)
     options = method_options(model, "log_prob", solver_arguments, EVAL_OPTIONS)
-    seed = DEFAULT_EVAL_SEED if seed is None else seed
+    seed = default_eval_seed(config) if seed is None else seed
     dataset = load_dataset(data, n=n, seed=seed)
     expected = tuple(config["data"]["event_shape"])
     if dataset.event_shape != expected:

@@ -48,7 +48,8 @@ checkpoints/.
 EVAL_EPILOG = """prints one JSON object: nll (mean negative log-likelihood, nats per example,
 in the data's original units), nll_se (its standard error), n, and for built-in
 toys with an exact density entropy and kl = nll - entropy; bpd for image data.
-Built-in toys are drawn fresh with --seed (default 1, unseen in training).
+Built-in toys are drawn fresh with --seed (default: the run's training seed + 1,
+a sample the run never saw).
 
 examples:
   pushforward eval runs/moons --data builtin:moons
@@ -140,7 +141,9 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="data file or builtin:NAME")
     evaluate.add_argument("--context", help="context file: one row per data row, or one row")
     evaluate.add_argument("--n", type=int, help="examples (built-in sets: 20000 toys)")
-    evaluate.add_argument("--seed", type=int, help="seed of built-in data (default 1)")
+    evaluate.add_argument(
+        "--seed", type=int, help="seed of built-in data (default: training seed + 1)"
+    )
     _solver_arguments(evaluate, likelihood=True)
 
     sample = _subparser(commands, "sample", "draw samples from a trained run", SAMPLE_EPILOG)

@@ -23,7 +23,7 @@ from pushforward.cli.run_directory import (
 )
 from pushforward.data import fit_standardization, load_array, load_dataset
 from pushforward.model import Model
-from pushforward.registry import build, builder_for, closest
+from pushforward.registry import build, builder_for, closest, train_defaults
 from pushforward.serialization import save
 from pushforward.standardized import standardize_model
 from pushforward.train.distributed import placement
@@ -45,7 +45,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 500,
     "patience": None,
 }
-"""Training options: the ``[train]`` table of a config file, overridden by flags."""
+"""Training options: the ``[train]`` table of a config file, overridden by flags.
+
+A model may declare its own defaults for some of them at registration
+(``register("fm", train={"lr": 5e-3})``); those come between these and the config."""
 
 SET_FROM_DATA = ("features", "context")
 
@@ -115,6 +118,7 @@ def resolve(arguments: argparse.Namespace) -> tuple[str, dict[str, Any], dict[st
     if given:
         raise ValueError(f"option {given[0]!r} is set from the data and cannot be given; remove it")
     train = dict(TRAIN_DEFAULTS)
+    train.update(train_defaults(name))
     train.update(config.get("train", {}))
     for key in ("steps", "batch_size", "lr", "seed", "n"):
         value = getattr(arguments, key, None)
