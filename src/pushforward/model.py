@@ -30,6 +30,9 @@ class Model(nn.Module):
     has_log_prob: ClassVar[bool] = True
     has_sample: ClassVar[bool] = True
     has_rsample: ClassVar[bool] = False
+    # False for models made from another model (a distilled one-step generator): the
+    # CLI refuses to train them from data before it writes anything.
+    trains_from_data: ClassVar[bool] = True
 
     event_shape: tuple[int, ...]
     context_features: int

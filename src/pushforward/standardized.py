@@ -23,6 +23,14 @@ class StandardizedModel(Model):
     ``loss`` is the inner model's loss on standardised values. ``mean`` and
     ``std`` are buffers, saved with the weights.
 
+    A flow that transports a source data set onto the data (flow matching with
+    an empirical source) works in standardised units at both ends: the source
+    has its own :math:`\mu_0, \sigma_0` and :meth:`transport` maps given source
+    points :math:`x_0` to :math:`\mu + \sigma\,T\big((x_0 - \mu_0)/\sigma_0\big)`.
+    An optimal-transport coupling then minimises squared distances in those
+    standardised units, which is the Euclidean cost in the original units only
+    when both scalings are the same multiple of the identity.
+
     References:
         Papamakarios et al. (2021), Normalizing Flows for Probabilistic Modeling
         and Inference (change of variables under an affine map).
@@ -31,12 +39,16 @@ class StandardizedModel(Model):
         model: the model trained on standardised values.
         mean, std: the data standardisation, shape ``event_shape``.
         context_mean, context_std: the context standardisation ``(context,)``, or ``None``.
+        source_mean, source_std: the standardisation of the source data set,
+            shape ``event_shape``, or ``None`` (the source is the model's base).
     """
 
     mean: Tensor
     std: Tensor
     context_mean: Tensor | None
     context_std: Tensor | None
+    source_mean: Tensor | None
+    source_std: Tensor | None
 
     def __init__(
         self,
@@ -45,6 +57,9 @@ class StandardizedModel(Model):
         std: Tensor,
         context_mean: Tensor | None = None,
         context_std: Tensor | None = None,
+        *,
+        source_mean: Tensor | None = None,
+        source_std: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -75,12 +90,32 @@ class StandardizedModel(Model):
         else:
             self.context_mean = None
             self.context_std = None
+        if (source_mean is None) != (source_std is None):
+            raise ValueError("give both source_mean and source_std, or neither")
+        if source_mean is not None and source_std is not None:
+            source_mean = torch.as_tensor(source_mean)
+            source_std = torch.as_tensor(source_std)
+            shapes = (tuple(source_mean.shape), tuple(source_std.shape))
+            if shapes != (self.event_shape, self.event_shape):
+                raise ValueError(
+                    f"the source standardisation has shapes {shapes[0]} and {shapes[1]}, "
+                    f"the model's events are {self.event_shape}"
+                )
+            if not bool((torch.isfinite(source_std) & (source_std > 0)).all()):
+                raise ValueError("the source standardisation std must be positive and finite")
+            self.register_buffer("source_mean", source_mean.clone())
+            self.register_buffer("source_std", source_std.clone())
+        else:
+            self.source_mean = None
+            self.source_std = None
         self.config = dict(getattr(model, "config", {}) or {})
         if self.config:
             self.config["standardization"] = {
                 "event_shape": list(self.event_shape),
                 "context": 0 if context_mean is None else int(self.context_features),
             }
+            if source_mean is not None:
+                self.config["standardization"]["source"] = True
 
     def _data_in(self, x: Tensor) -> Tensor:
         return (x - self.mean.to(x)) / self.std.to(x)
@@ -92,6 +127,15 @@ class StandardizedModel(Model):
         if context is None or self.context_mean is None or self.context_std is None:
             return context
         return (context - self.context_mean.to(context)) / self.context_std.to(context)
+
+    def _source_in(self, x0: Tensor) -> Tensor:
+        if self.source_mean is None or self.source_std is None:
+            return x0
+        return (x0 - self.source_mean.to(x0)) / self.source_std.to(x0)
+
+    def _require(self, what: str, available: bool) -> None:
+        # The inner model knows why it lacks a capability (an empirical source, say).
+        self.model._require(what, available)
 
     def _log_std_sum(self, like: Tensor) -> Tensor:
         return torch.log(self.std.to(like)).sum()
@@ -121,6 +165,33 @@ class StandardizedModel(Model):
         with torch.no_grad():
             return self._data_out(self.model.sample(n, self._context_in(context), **options))
 
+    def transport(self, x0: Tensor, context: Tensor | None = None, **options: Any) -> Tensor:
+        r"""Pushes given source points through the inner model's flow, in original units.
+
+        .. math:: x_1 = \mu + \sigma\, T\big((x_0 - \mu_0)/\sigma_0,\;
+                  (c - \mu_c)/\sigma_c\big)
+
+        where :math:`T` is the inner model's ``transport`` and
+        :math:`\mu_0, \sigma_0` the source standardisation (identity when the
+        model was built without one: ``x0`` are then points of the inner model's base).
+
+        Args:
+            x0: ``(n, *event)`` source points in the source data set's units.
+            context: ``(n, context)``, one row, or ``None``.
+            **options: keyword options of the inner ``transport`` (``solver``, ``steps``, ...).
+
+        Returns:
+            ``(n, *event)`` the transported points in the data's units.
+        """
+        transport = getattr(self.model, "transport", None)
+        if not callable(transport):
+            raise TypeError(
+                f"{type(self.model).__name__} cannot push given source points (no transport)"
+            )
+        x0 = self.check_input(x0)
+        context = self.check_context(context, x0.shape[0])
+        return self._data_out(transport(self._source_in(x0), self._context_in(context), **options))
+
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         inner = self.model._log_prob(self._data_in(x), self._context_in(context))
         return inner - self._log_std_sum(inner)
@@ -141,6 +212,9 @@ def standardize_model(
     std: Tensor,
     context_mean: Tensor | None = None,
     context_std: Tensor | None = None,
+    *,
+    source_mean: Tensor | None = None,
+    source_std: Tensor | None = None,
 ) -> Model:
     """``model`` (fitted to standardised values) in the data's original units.
 
@@ -148,13 +222,21 @@ def standardize_model(
     transform (it stays a flow, with its transform and base exposed); any other
     model is wrapped in :class:`StandardizedModel`. Either way ``config`` gains
     a ``standardization`` entry so :func:`pushforward.load` rebuilds the same
-    structure.
+    structure. ``source_mean``/``source_std`` standardise the source data set
+    of a model that transports one onto the data (not a flow's base).
     """
     from pushforward.flows.flow import Flow, fold_standardization
 
     if isinstance(model, Flow):
+        if source_mean is not None or source_std is not None:
+            raise ValueError(
+                "a source standardisation applies to a flow between two data sets, "
+                "not to a normalizing flow with a density base"
+            )
         return fold_standardization(model, mean, std, context_mean, context_std)
-    return StandardizedModel(model, mean, std, context_mean, context_std)
+    return StandardizedModel(
+        model, mean, std, context_mean, context_std, source_mean=source_mean, source_std=source_std
+    )
 
 
 def placeholder_standardization(model: Model, description: dict[str, Any]) -> Model:
@@ -168,10 +250,13 @@ def placeholder_standardization(model: Model, description: dict[str, Any]) -> Mo
     reference = next(iter(model.parameters()), None)
     dtype = reference.dtype if reference is not None else torch.float64
     width = int(description.get("context", 0))
+    source = bool(description.get("source", False))
     return standardize_model(
         model,
         torch.zeros(shape, dtype=dtype),
         torch.ones(shape, dtype=dtype),
         torch.zeros(width, dtype=dtype) if width else None,
         torch.ones(width, dtype=dtype) if width else None,
+        source_mean=torch.zeros(shape, dtype=dtype) if source else None,
+        source_std=torch.ones(shape, dtype=dtype) if source else None,
     )

@@ -259,6 +259,18 @@ def bad_cases(tmp: Path, run: Path) -> dict[str, tuple[list[str], str]]:
             ["train", "--model", "nfs", "--data", str(tmp / "x.npy"), "--out", str(tmp / "m")],
             "did you mean 'nsf'",
         ),
+        "model not trained from data": (
+            [
+                "train",
+                "--model",
+                "distilled",
+                "--data",
+                str(tmp / "x.npy"),
+                "--out",
+                str(tmp / "d"),
+            ],
+            "pushforward distill RUN_DIR",
+        ),
         "unknown option": (
             [*train, "--data", str(tmp / "x.npy"), "--set", "hiden=[4]"],
             "did you mean 'hidden'",
@@ -318,7 +330,8 @@ def bad_cases(tmp: Path, run: Path) -> dict[str, tuple[list[str], str]]:
 
 NAMES = [
     "missing file", "empty file", "nan", "inf npy", "non-numeric", "wrong dimensions",
-    "context rows", "unknown model", "unknown option", "option set from data",
+    "context rows", "unknown model", "model not trained from data", "unknown option",
+    "option set from data",
     "unknown [train] option", "bad --set",
     "missing run", "not a run", "unfinished run", "other version", "other model on resume",
     "context for unconditional run", "unknown builtin", "missing argument",
@@ -337,6 +350,8 @@ def test_bad_input_is_one_line_and_status_2(
     assert len(lines) == 1, captured.err
     assert expected in lines[0]
     assert "Traceback" not in captured.err
+    if case == "model not trained from data":
+        assert not (tmp_path / "d").exists()  # refused before anything was written
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "sample", "plot", "demo"])
@@ -379,11 +394,11 @@ def test_plot_without_matplotlib_is_a_clear_error(
 
 def test_demo_writes_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    argv = ["demo", "--steps", "20", "--out", str(out)]
+    argv = ["demo", "--steps", "20", "--eval-n", "500", "--out", str(out)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     results = [json.loads(line) for line in lines if line.startswith("{")]
-    assert [r["model"] for r in results] == ["nsf", "fm"]
+    assert [r["model"] for r in results] == ["nsf", "fm", "meanflow"]
     for result in results:
         assert result["run"] == str(out / result["model"]) and np.isfinite(result["kl"])
         assert pushforward.load(out / result["model"]).sample(3).shape == (3, 2)

@@ -57,3 +57,24 @@ def test_errors_name_the_problem() -> None:
         net(torch.randn(3, 2), 0.1, torch.rand(4))
     with pytest.raises(ValueError, match="time_embedding"):
         TwoTimeVelocityMLP(2, time_embedding=1)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_divergence_matches_the_autograd_jacobian_trace(residual: bool) -> None:
+    torch.manual_seed(2)
+    net = TwoTimeVelocityMLP(3, context=1, hidden=(16, 16), residual=residual).double()
+    for parameter in net.parameters():
+        parameter.data.add_(0.3 * torch.randn_like(parameter))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    t, s, c = (
+        torch.rand(4, dtype=torch.float64),
+        torch.rand(4, dtype=torch.float64),
+        torch.randn(4, 1, dtype=torch.float64),
+    )
+    value, divergence = net.velocity_and_divergence(x, t, s, c)
+    torch.testing.assert_close(value, net(x, t, s, c))
+    for i in range(4):
+        jacobian = torch.autograd.functional.jacobian(
+            lambda row, i=i: net(row[None], t[i : i + 1], s[i : i + 1], c[i : i + 1])[0], x[i]
+        )
+        torch.testing.assert_close(divergence[i], torch.trace(jacobian))

@@ -16,7 +16,9 @@ EPILOG = """examples:
   pushforward eval runs/moons --data builtin:moons
   pushforward sample runs/moons -n 1000 --out samples.npy
   pushforward plot runs/moons              figures into runs/moons
-  pushforward demo                         train NSF and flow matching on two moons, report
+  pushforward reflow runs/fm --out runs/fm-2       straighter paths (fm runs)
+  pushforward distill runs/fm-2 --out runs/fm-1    a one-step model
+  pushforward demo                         NSF, flow matching and one-step MeanFlow on two moons
 
 Bad input (missing file, NaN in data, unknown model, ...) exits with status 2
 and one line on standard error.
@@ -28,6 +30,7 @@ TRAIN_EPILOG = """examples:
       --set transforms=4 --set hidden=[64,64] --steps 5000
   pushforward train --data x.npy --model maf --config config.toml --out runs/maf
   pushforward train --data x.npy --model maf --config config.toml --out runs/maf --resume
+  pushforward train --data B.npy --source A.npy --model fm --out runs/a-to-b
 
 config.toml:
   [model]            # any keyword of the model (see pushforward.build)
@@ -41,6 +44,15 @@ config.toml:
 the config file. features and context are set from the data. Data and context
 are standardised with statistics of the training split; the saved model folds
 the standardisation in, so pushforward.load(RUN_DIR) works in the data's units.
+
+--source FILE (flow matching, fm) learns a flow from the rows of FILE onto the
+data instead of from a Gaussian (Liu et al. 2023, rectified flow): FILE has the
+same number of features as the data, any number of rows (a source row is drawn
+at random for each data row of a batch, paired by the model's coupling: ot by
+default, or --set coupling="independent"), and is standardised with its own
+statistics. Its rows are stored in the model, so pushforward sample RUN_DIR -n N
+maps N of them, and --source NEW.npy maps given rows. A flow from an empirical
+source has no density (no log_prob).
 RUN_DIR gets config.json, model.json + model.safetensors, metrics.jsonl and
 checkpoints/.
 """
@@ -49,7 +61,10 @@ EVAL_EPILOG = """prints one JSON object: nll (mean negative log-likelihood, nats
 in the data's original units), nll_se (its standard error), n, and for built-in
 toys with an exact density entropy and kl = nll - entropy; bpd for image data.
 Built-in toys are drawn fresh with --seed (default: the run's training seed + 1,
-a sample the run never saw).
+a sample the run never saw). A model without log_prob (distilled, a flow from
+--source) prints sample metrics instead: energy_distance and sliced_wasserstein
+between one model sample per data row and the data (original units), metric_rows,
+n; --sample-metrics adds them for any model.
 
 examples:
   pushforward eval runs/moons --data builtin:moons
@@ -61,10 +76,17 @@ SAMPLE_EPILOG = """samples are in the data's original units. With --context, a f
 conditions all N samples; a file with M rows writes M*N rows, the N samples of
 context row m in rows m*N ... (m+1)*N - 1.
 
+A run trained with --source FILE maps source rows onto the data: -n N maps N
+rows drawn at random from the stored training source; --source NEW (instead of
+-n) maps every row of NEW, in the source's original units, to the same row of
+the output (deterministic: the ODE has no noise). --context then has one row,
+or one row per source row.
+
 examples:
   pushforward sample runs/moons -n 1000 --out samples.npy --seed 3
   pushforward sample runs/cond -n 100 --context c.csv --out samples.npy
   pushforward sample runs/fm -n 10000 --solver heun --steps 16 --out samples.npy
+  pushforward sample runs/a-to-b --source A_new.npy --out mapped.npy
 """
 
 
@@ -105,6 +127,54 @@ def _solver_arguments(command: argparse.ArgumentParser, likelihood: bool) -> Non
         group.add_argument("--guidance", type=float, help="classifier-free guidance scale")
 
 
+REFLOW_EPILOG = """draws --pairs source points, solves the parent fm run's ODE accurately for their
+ends (dopri5 at atol = rtol = 1e-6 by default; a fixed-step --solver takes
+--solver-steps, default 100) and trains on that fixed coupling: reflow trains the
+next rectified fm model (Liu et al. 2023), distill a one-step model x1 = x0 + v(x0, 0)
+(InstaFlow, Liu et al. 2024), both from the parent's weights unless --set init="fresh".
+NEW_RUN is a normal run directory (data and standardisation as the parent's;
+config.json records the lineage) for sample, eval, plot and pushforward.load. A
+distilled model has no log_prob: eval prints sample metrics for it.
+
+--set KEY=VALUE: training options (ema, warmup, clip, validation, ...), init, or
+model options (time_sampling="u-shaped", loss="pseudo-huber"; model.steps=... for
+an option that shares a training option's name).
+
+examples:
+  pushforward reflow runs/fm --out runs/fm-2 --set time_sampling='"u-shaped"'
+  pushforward reflow runs/fm-2 --out runs/fm-3 --pairs 50000 --solver rk4 --solver-steps 200
+  pushforward distill runs/fm-2 --out runs/fm-1step --set loss='"pseudo-huber"'
+"""
+
+
+def _pair_commands(commands) -> None:
+    """The ``reflow`` and ``distill`` subcommands: new runs trained on an fm run's pairs."""
+    helps = {
+        "reflow": "retrain an fm run on the coupling its ODE gives (k-rectified flow)",
+        "distill": "distil an fm run into a one-step model",
+    }
+    for name, help_text in helps.items():
+        command = _subparser(commands, name, help_text, REFLOW_EPILOG)
+        command.add_argument("run", metavar="RUN_DIR", help="an fm run directory")
+        command.add_argument("--out", required=True, help="new run directory to write")
+        command.add_argument("--pairs", type=int, help="source points to solve (20000)")
+        command.add_argument("--steps", type=int, help="optimisation steps (2000)")
+        command.add_argument("--batch-size", type=int, dest="batch_size", help="minibatch (512)")
+        command.add_argument("--lr", type=float, help="peak learning rate (1e-3)")
+        command.add_argument("--seed", type=int, help="random seed (the parent's)")
+        command.add_argument("--solver", help="ODE solver of the pairs (dopri5)")
+        command.add_argument(
+            "--solver-steps", type=int, dest="solver_steps", help="steps of a fixed-step solver"
+        )
+        command.add_argument("--atol", type=float, help="absolute tolerance (1e-6)")
+        command.add_argument("--rtol", type=float, help="relative tolerance (1e-6)")
+        command.add_argument("--context", help="context rows to draw from (the parent's file)")
+        if name == "distill":
+            command.add_argument("--guidance", type=float, help="guidance scale of the teacher")
+        command.add_argument("--set", action="append", metavar="KEY=VALUE", help="an option")
+        command.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``pushforward`` argument parser."""
     root = _Parser(
@@ -120,6 +190,11 @@ def parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--data", required=True, help="data file (.npy, .npz, .csv) or builtin:NAME")
     train.add_argument("--context", help="context file, one row per data row")
+    train.add_argument(
+        "--source",
+        help="source data file or builtin:NAME: learn a flow from its rows onto the data "
+        "(fm) instead of from a Gaussian",
+    )
     train.add_argument("--model", help=f"model name ({', '.join(available())})")
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--config", help="TOML file with [model] and [train] tables")
@@ -144,11 +219,21 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--seed", type=int, help="seed of built-in data (default: training seed + 1)"
     )
+    evaluate.add_argument(
+        "--sample-metrics",
+        action="store_true",
+        help="add energy distance and sliced Wasserstein of samples (always on without log_prob)",
+    )
     _solver_arguments(evaluate, likelihood=True)
 
     sample = _subparser(commands, "sample", "draw samples from a trained run", SAMPLE_EPILOG)
     sample.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
-    sample.add_argument("-n", type=int, required=True, help="samples (per context row)")
+    count = sample.add_mutually_exclusive_group(required=True)
+    count.add_argument("-n", type=int, help="samples (per context row)")
+    count.add_argument(
+        "--source",
+        help="map the rows of this file (a run trained with --source) instead of drawing -n",
+    )
     sample.add_argument("--context", help="context file (one row, or M rows for M*N samples)")
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -163,13 +248,15 @@ def parser() -> argparse.ArgumentParser:
         "grid for image runs.\n\nexample:\n  pushforward plot runs/moons",
     )
     plot.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
+    _pair_commands(commands)
 
     demo = _subparser(
         commands,
         "demo",
-        "train NSF and flow matching on built-in 2-D data, write runs and a report",
+        "train NSF, flow matching and MeanFlow on built-in 2-D data, write runs and a report",
         "trains each model like pushforward train into --out/MODEL (default\n"
-        "./pushforward-demo/nsf and ./pushforward-demo/fm), writes figures when matplotlib\n"
+        "./pushforward-demo/nsf, fm and meanflow: a discrete flow, a 20-step ODE sampler and\n"
+        "a one-step generator), writes figures when matplotlib\n"
         "is installed, prints the test log-likelihood (original units) and the KL to the\n"
         "true density as one JSON line per model, and writes --out/report.html with the\n"
         "runs side by side.\n\n"
@@ -178,11 +265,14 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--model",
-        default="nsf,fm",
-        help=f"comma-separated model names (nsf,fm; any of {', '.join(available())})",
+        default="nsf,fm,meanflow",
+        help=f"comma-separated model names (nsf,fm,meanflow; any of {', '.join(available())})",
     )
     demo.add_argument("--data", default="moons", help="built-in 2-D dataset")
     demo.add_argument("--steps", type=int, default=2000, help="training steps")
+    demo.add_argument(
+        "--eval-n", type=int, default=10_000, help="fresh test points per model (10000)"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
         "--out", default="pushforward-demo", help="directory of the runs (replaced if a demo)"
@@ -242,10 +332,19 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         from pushforward.cli.plot import run_plot
 
         return run_plot(arguments)
+    if arguments.command in ("reflow", "distill"):
+        from pushforward.cli.reflow import run_distill, run_reflow
+
+        return run_reflow(arguments) if arguments.command == "reflow" else run_distill(arguments)
     from pushforward.cli.demo import main_demo
 
     return main_demo(
-        arguments.steps, arguments.data, arguments.model, arguments.seed, arguments.out
+        arguments.steps,
+        arguments.data,
+        arguments.model,
+        arguments.seed,
+        arguments.out,
+        arguments.eval_n,
     )
 
 

@@ -15,7 +15,9 @@ from pushforward.cli.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.model import Model
 
-GRID = 120
+GRID = 80
+"""Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a
+continuous-time model (an ODE solve with the divergence per point)."""
 SAMPLES = 2000
 
 
@@ -54,7 +56,9 @@ def plot_losses(pyplot: Any, directory: Path) -> Path | None:
 
 
 def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | None) -> Path:
-    """``samples.png``: data and model samples side by side, with the model's density contours."""
+    """``samples.png``: data and model samples side by side, with the model's density
+    contours where the model has a density (one-step generators and flows from an
+    empirical source have none)."""
     torch.manual_seed(0)
     samples = model.sample(SAMPLES).double()
     reference = data if data is not None else samples
@@ -67,10 +71,15 @@ def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | Non
     grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
     points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
     dtype = next(iter(model.parameters())).dtype
-    with torch.no_grad():
-        density = model.log_prob(points.to(dtype)).double().exp().reshape(GRID, GRID)
-    panels = 3 if data is not None else 2
-    figure, axes = pyplot.subplots(1, panels, figsize=(4 * panels, 4), sharex=True, sharey=True)
+    density = None
+    if model.has_log_prob:
+        with torch.no_grad():
+            density = model.log_prob(points.to(dtype)).double().exp().reshape(GRID, GRID)
+    panels = (2 if data is not None else 1) + (density is not None)
+    figure, axes = pyplot.subplots(
+        1, panels, figsize=(4 * panels, 4), sharex=True, sharey=True, squeeze=False
+    )
+    axes = axes[0]
     index = 0
     if data is not None:
         shown = data[:SAMPLES]
@@ -79,8 +88,9 @@ def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | Non
         index = 1
     axes[index].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="C1")
     axes[index].set_title("model samples")
-    axes[index + 1].contourf(grid_x, grid_y, density, levels=20)
-    axes[index + 1].set_title("model density")
+    if density is not None:
+        axes[index + 1].contourf(grid_x, grid_y, density, levels=20)
+        axes[index + 1].set_title("model density")
     for axis in axes:
         axis.set_xlim(float(low[0]), float(high[0]))
         axis.set_ylim(float(low[1]), float(high[1]))

@@ -151,6 +151,8 @@ def summarize_run(run: Path, label: str) -> RunSummary:
         metrics["KL to the true density (nats)"] = _format(evaluation["kl"])
     if "bpd" in evaluation:
         metrics["bits/dim"] = _format(evaluation["bpd"])
+    if "energy_distance" in evaluation:
+        metrics["energy distance to test data"] = _format(evaluation["energy_distance"])
     if "n" in evaluation:
         metrics["test examples"] = _format(evaluation["n"])
     return RunSummary(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,14 @@ from pushforward.cli.run_directory import (
     read_config,
     write_config,
 )
-from pushforward.data import fit_standardization, load_array, load_dataset
+from pushforward.data import (
+    BUILTIN_PREFIX,
+    Dataset,
+    fit_standardization,
+    load_array,
+    load_dataset,
+)
+from pushforward.distributions import Empirical
 from pushforward.model import Model
 from pushforward.registry import build, builder_for, closest, train_defaults
 from pushforward.serialization import save
@@ -140,6 +149,53 @@ def load_context(path: str | None, rows: int) -> Tensor | None:
     return torch.from_numpy(values.copy())
 
 
+def load_source(path: str, n: int | None = None, seed: int = 0) -> Dataset:
+    """The source data set of a transport run (``--source``), errors naming it as the source.
+
+    Args:
+        path: a data file or ``builtin:NAME``.
+        n: a built-in set draws ``n`` examples; a file gives its first ``n`` rows
+            (all of them when it has fewer: the source need not match the data's rows).
+        seed: seed of a built-in set.
+
+    Returns:
+        The :class:`~pushforward.data.Dataset` of source rows (float64).
+    """
+    try:
+        if path.startswith(BUILTIN_PREFIX):
+            return load_dataset(path, n=n, seed=seed)
+        dataset = load_dataset(path, seed=seed)
+    except (ValueError, FileNotFoundError) as error:
+        message = str(error)
+        renamed = message.replace("data file '", "source file '", 1)
+        if renamed == message:
+            renamed = f"--source {path!r}: {message}"
+        raise type(error)(renamed) from None
+    if n is not None and n < len(dataset):
+        dataset = dataclasses.replace(dataset, values=dataset.values[:n])
+    return dataset
+
+
+def check_source_options(name: str, options: dict[str, Any], source: str | None) -> None:
+    """Refuses model options that contradict ``--source`` (or its absence)."""
+    if "source_rows" in options:
+        raise ValueError("option 'source_rows' is set from --source FILE and cannot be given")
+    if source is None:
+        if options.get("base") == "empirical":
+            raise ValueError("base 'empirical' needs --source FILE, the data set to transport")
+        return
+    if "source_rows" not in inspect.signature(builder_for(name)).parameters:
+        raise ValueError(
+            f"model {name!r} cannot transport a source data set; "
+            "--source needs a flow-matching model (fm)"
+        )
+    if options.get("base", "empirical") != "empirical":
+        raise ValueError(
+            f"--source makes the rows of '{source}' the source; remove option "
+            f"base={options['base']!r}"
+        )
+
+
 def split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor | None]:
     """Seeded training and validation row indices (no validation below 10 rows)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
@@ -158,6 +214,8 @@ def _as_list(tensor: Tensor) -> list:
 def run_train(arguments: argparse.Namespace) -> int:
     """Trains and writes the run directory; returns the exit status."""
     name, options, train = resolve(arguments)
+    source_file = getattr(arguments, "source", None)
+    check_source_options(name, options, source_file)
     out = Path(arguments.out)
     previous = None
     if (out / CONFIG_FILE).exists():
@@ -182,12 +240,37 @@ def run_train(arguments: argparse.Namespace) -> int:
     if context is not None:
         c_mean, c_std = fit_standardization(context[train_rows])
         c = ((context - c_mean) / c_std).float()
+    source = s_mean = s_std = None
+    if source_file is not None:
+        # seed + 1 draws the evaluation sample of a built-in set; the source is a third draw.
+        source_set = load_source(source_file, n=train["n"], seed=train["seed"] + 2)
+        source_values = source_set.values.reshape(len(source_set), -1)
+        if source_values.shape[1] != values.shape[1]:
+            raise ValueError(
+                f"source '{source_file}' has {source_values.shape[1]} values per row but the "
+                f"data has {values.shape[1]}; the source and the data must have the same "
+                "number of features"
+            )
+        # The source's own statistics: the flow works in standardised units at both ends.
+        s_mean, s_std = fit_standardization(source_values)
+        source = ((source_values - s_mean) / s_std).float()
+        options = {**options, "base": "empirical", "source_rows": int(source.shape[0])}
 
     features = values.shape[1]
     # The initial weights come from --seed too, so a run is reproducible end to end.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train["seed"])
         model = build(name, features=features, context=0 if c is None else c.shape[1], **options)
+    if source is not None:
+        base = getattr(model, "base", None)
+        if not isinstance(base, Empirical):
+            raise TypeError(f"model {name!r} built with base 'empirical' has no empirical source")
+        base.assign_rows(source)
+    if not model.trains_from_data:
+        raise ValueError(
+            f"model {name!r} is not trained from data; make it from a trained run "
+            f"(pushforward {'distill' if name == 'distilled' else 'reflow'} RUN_DIR --out ...)"
+        )
     resolved: dict[str, Any] = {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
@@ -213,6 +296,14 @@ def run_train(arguments: argparse.Namespace) -> int:
         },
         "train": train,
     }
+    if source_file is not None and s_mean is not None and s_std is not None:
+        resolved["source"] = {
+            "data": source_set.source,
+            "rows": int(source_values.shape[0]),
+            "event_shape": list(source_set.event_shape),
+        }
+        resolved["standardization"]["source_mean"] = _as_list(s_mean)
+        resolved["standardization"]["source_std"] = _as_list(s_std)
     if previous is not None:
         if previous["model"] != resolved["model"]:
             raise ValueError(
@@ -222,6 +313,8 @@ def run_train(arguments: argparse.Namespace) -> int:
             )
         if previous["data"] != resolved["data"]:
             raise ValueError(f"cannot resume '{out}': it was trained on other data")
+        if previous.get("source") != resolved.get("source"):
+            raise ValueError(f"cannot resume '{out}': it was trained from another --source")
     where = placement()
     if where.distributed:
         # Under torchrun every rank checks --out above before rank 0 writes into it.
@@ -243,6 +336,8 @@ def run_train(arguments: argparse.Namespace) -> int:
         std.float(),
         None if c_mean is None else c_mean.float(),
         None if c_std is None else c_std.float(),
+        source_mean=None if s_mean is None else s_mean.float(),
+        source_std=None if s_std is None else s_std.float(),
     )
     if not where.writes:
         return 0

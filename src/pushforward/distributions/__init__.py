@@ -1,7 +1,9 @@
 """Base distributions: the simple densities every pushforward model starts from.
 
 ``make_base(name, event_shape)`` builds one by the name configs and the CLI use
-(the ``base`` keyword); ``BASES`` lists the valid names.
+(the ``base`` keyword); ``BASES`` lists the valid names. :class:`Empirical`
+(stored data rows, no density) is the source of a flow between two data sets;
+it is built from rows, not by name, so it is not among ``BASES``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import difflib
 from typing import Any
 
 from pushforward.distributions.base import Distribution
+from pushforward.distributions.empirical import Empirical
 from pushforward.distributions.normal import DiagonalNormal, StandardNormal
 from pushforward.distributions.student_t import StudentT
 from pushforward.distributions.uniform import BoxUniform
@@ -56,6 +59,7 @@ __all__ = [
     "BoxUniform",
     "DiagonalNormal",
     "Distribution",
+    "Empirical",
     "StandardNormal",
     "StudentT",
     "make_base",

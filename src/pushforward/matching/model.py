@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pushforward.distributions import Distribution, make_base
+from pushforward.distributions import Distribution, Empirical, make_base
 from pushforward.flows.options import choice, hidden_widths, positive_int, sizes
 from pushforward.matching.couplings import COUPLINGS, Coupling, make_coupling, sinkhorn_coupling
 from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, regression_target
@@ -67,6 +67,12 @@ class FlowMatching(Model):
 
     with the exact divergence (default for up to 64 features) or Hutchinson's
     estimator. The likelihood is differentiable in the inputs and parameters.
+
+    Transport between two data sets: with an :class:`~pushforward.distributions.Empirical`
+    base (the rows of a source data set) the flow maps that set onto the data
+    (Liu et al. 2023: the source need not be Gaussian); :meth:`transport` pushes
+    given source points. Such a source has no density, so neither has the flow:
+    ``has_log_prob`` is ``False`` on the instance and ``log_prob`` raises.
 
     Classifier-free guidance: with ``context_dropout > 0`` the context is
     replaced by a learned-free null token (zeros and a presence flag of 0) on a
@@ -152,6 +158,18 @@ class FlowMatching(Model):
         self._linear_velocity = (
             isinstance(scheduler, CondOTScheduler) and self.parameterization == "velocity"
         )
+        if not getattr(base, "has_density", True):
+            # The change of variables needs log p_0; an empirical source has none.
+            self.has_log_prob = False  # type: ignore[misc]
+
+    def _require(self, what: str, available: bool) -> None:
+        if not available and not self.has_log_prob and "log_prob" in what:
+            raise NotImplementedError(
+                f"this flow transports an empirical source ({type(self.base).__name__} of "
+                f"stored data rows), which has no density, so the model provides no {what}; "
+                "use sample or transport"
+            )
+        super()._require(what, available)
 
     # -- the network in velocity terms -----------------------------------------
 
@@ -421,6 +439,42 @@ class FlowMatching(Model):
             solution = self.solve(x0, context, solver=solver, steps=steps, guidance=guidance)
             return _tensor_state(solution)
 
+    def transport(
+        self,
+        x0: Tensor,
+        context: Tensor | None = None,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        guidance: float = 1.0,
+    ) -> Tensor:
+        r"""Pushes given source points ``x0`` through the flow, from t = 0 to t = 1.
+
+        .. math:: x_1 = x_0 + \int_0^1 v_\theta(x_t, t, c)\,dt
+
+        With an empirical source this is the learned map from the source data set
+        onto the data (a straight, close-to-Monge map when trained with the ``ot``
+        coupling); with a Gaussian base it maps given base points. Differentiable in
+        ``x0`` and the parameters; wrap in ``torch.no_grad()`` for inference.
+
+        References: Liu et al. (2023), Flow Straight and Fast: Learning to Generate
+        and Transfer Data with Rectified Flow.
+
+        Args:
+            x0: ``(n, *event)`` source points, in the units the model was trained in.
+            context: ``(n, context)`` or one row for all, or ``None``.
+            solver: ODE method (default: the model's ``solver``).
+            steps: fixed steps (default: the model's ``steps``).
+            guidance: classifier-free guidance scale (models trained with
+                ``context_dropout``).
+
+        Returns:
+            ``(n, *event)`` the transported points.
+        """
+        x0 = self.check_input(x0)
+        context = self.check_context(context, x0.shape[0])
+        return _tensor_state(self.solve(x0, context, solver=solver, steps=steps, guidance=guidance))
+
     def _rsample_and_log_prob(
         self, n: int, context: Tensor | None, with_log_prob: bool
     ) -> tuple[Tensor, Tensor | None]:
@@ -458,6 +512,7 @@ class FlowMatching(Model):
         Returns:
             ``(batch,)``, differentiable with respect to ``x`` and the parameters.
         """
+        self._require("log_prob", self.has_log_prob)
         x = self.check_input(x)
         context = self.check_context(context, x.shape[0])
         return self._log_prob(x, context, solver, steps, atol, rtol, divergence, probes, generator)
@@ -474,6 +529,7 @@ class FlowMatching(Model):
         probes: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
+        self._require("log_prob", self.has_log_prob)
         method = choice("solver", solver or self.likelihood_solver, SOLVERS)
         kind = choice("divergence", divergence or self.divergence, DIVERGENCES)
 
@@ -541,6 +597,7 @@ def flow_matching(
     rtol: float = 1e-5,
     divergence: str | None = None,
     probes: int = 1,
+    source_rows: int = 0,
 ) -> FlowMatching:
     """Flow matching with an MLP velocity network (Lipman et al. 2023).
 
@@ -558,7 +615,8 @@ def flow_matching(
         context: context size (0 for unconditional).
         hidden: widths of the velocity network's hidden layers.
         shape: event shape, e.g. ``[1, 8, 8]`` for images (default ``[features]``).
-        base: source distribution name.
+        base: source distribution name, or ``empirical`` for the rows of a source
+            data set (transport between two data sets; no ``log_prob``).
         path: scheduler of the affine path: ``cond-ot`` (linear), ``cosine``, ``vp``,
             ``polynomial``.
         sigma_min: the linear path's noise at ``t = 1`` (``cond-ot`` only).
@@ -581,6 +639,9 @@ def flow_matching(
         likelihood_solver, atol, rtol: default solver and tolerances of ``log_prob``.
         divergence: ``exact`` or ``hutchinson`` (default: exact up to 64 features).
         probes: Hutchinson probes per point.
+        source_rows: number of stored source rows of the ``empirical`` base (0
+            otherwise); the model is built with zero rows, filled by loading saved
+            weights or by ``model.base.assign_rows(rows)``.
     """
     features, context = sizes(features, context)
     event_shape = (features,) if shape is None else tuple(positive_int("shape", d) for d in shape)
@@ -610,7 +671,7 @@ def flow_matching(
         divergence = "exact" if features <= 64 else "hutchinson"
     return FlowMatching(
         network,
-        make_base(base, event_shape),
+        _source(base, event_shape, source_rows),
         scheduler,
         context,
         coupling=coupling,
@@ -627,3 +688,21 @@ def flow_matching(
         divergence=divergence,
         probes=probes,
     )
+
+
+def _source(base: str, event_shape: tuple[int, ...], source_rows: int) -> Distribution:
+    """The source distribution of ``fm``: a named base, or an empirical one of stored rows."""
+    rows = positive_int("source_rows", source_rows, minimum=0)
+    if base == "empirical":
+        if rows == 0:
+            raise ValueError(
+                "base 'empirical' needs source_rows, the number of stored source rows "
+                "(pushforward train sets it from --source FILE)"
+            )
+        return Empirical.zeros(rows, event_shape)
+    if rows:
+        raise ValueError(
+            f"option 'source_rows' applies to base 'empirical', not {base!r}; "
+            'set base = "empirical" (pushforward train: pass --source FILE)'
+        )
+    return make_base(base, event_shape)

@@ -91,6 +91,31 @@ class TwoTimeVelocityMLP(nn.Module):
         Returns:
             ``(batch, *event)``.
         """
+        return self.inner(x, t, self._conditioning(x, s, context))
+
+    def velocity_and_divergence(
+        self,
+        x: Tensor,
+        t: Tensor | float,
+        s: Tensor | float,
+        context: Tensor | None = None,
+        *,
+        chunk_size: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        r"""The field and its exact divergence in ``x``, :math:`\nabla_x \cdot f(x, t, s, c)`.
+
+        Both times and the context only enter through the conditioning vector, which
+        does not depend on ``x``, so this is the hand-pushed Jacobian trace of
+        :meth:`VelocityMLP.velocity_and_divergence` with that vector as its context.
+
+        Returns:
+            ``(field: (batch, *event), divergence: (batch,))``.
+        """
+        return self.inner.velocity_and_divergence(
+            x, t, self._conditioning(x, s, context), chunk_size=chunk_size
+        )
+
+    def _conditioning(self, x: Tensor, s: Tensor | float, context: Tensor | None) -> Tensor:
         batch = x.shape[0]
         if not isinstance(s, Tensor):
             s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
@@ -100,7 +125,7 @@ class TwoTimeVelocityMLP(nn.Module):
             parts.append(self._check_context(context, batch).to(x.dtype))
         elif context is not None:
             raise ValueError("a context was given, but the network was built with context=0")
-        return self.inner(x, t, torch.cat(parts, dim=-1))
+        return torch.cat(parts, dim=-1)
 
     def _check_context(self, context: Tensor | None, batch: int) -> Tensor:
         if context is None:

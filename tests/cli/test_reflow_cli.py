@@ -1,0 +1,250 @@
+"""``pushforward reflow`` and ``distill``: train -> reflow -> distill -> sample, eval, load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+import pushforward
+from pushforward.cli.main import main
+from pushforward.cli.report import summarize_run, write_evaluation
+from pushforward.data import load_dataset
+from pushforward.matching.distill import DistilledFlow
+from pushforward.matching.model import FlowMatching
+from pushforward.standardized import StandardizedModel
+
+TINY = ["--set", "hidden=[32,32]", "--set", "time_embedding=8", "--quiet"]
+PAIRS = ["--pairs", "600", "--steps", "30", "--batch-size", "128", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("reflow")
+    paths = {name: root / name for name in ("fm", "fm-2", "fm-3", "one-step")}
+    argv = ["train", "--data", "builtin:moons", "--model", "fm", "--out", str(paths["fm"]),
+            "--steps", "60", "--n", "2000", "--batch-size", "128", "--seed", "4",
+            "--set", 'coupling="independent"', *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["reflow", str(paths["fm"]), "--out", str(paths["fm-2"]), *PAIRS,
+                 "--set", 'time_sampling="u-shaped"', "--set", 'loss="pseudo-huber"'
+                 ]) == 0  # fmt: skip
+    assert main(["reflow", str(paths["fm-2"]), "--out", str(paths["fm-3"]), *PAIRS,
+                 "--solver", "rk4", "--solver-steps", "16"]) == 0  # fmt: skip
+    assert main(["distill", str(paths["fm-2"]), "--out", str(paths["one-step"]), *PAIRS]) == 0
+    return paths
+
+
+def config(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
+
+
+def test_reflowed_run_is_a_plain_fm_run_with_lineage(runs: dict[str, Path]) -> None:
+    parent, child, grandchild = config(runs["fm"]), config(runs["fm-2"]), config(runs["fm-3"])
+    assert child["model"]["name"] == "fm"
+    assert child["model"]["options"]["time_sampling"] == "u-shaped"
+    assert child["model"]["options"]["loss"] == "pseudo-huber"
+    assert child["model"]["options"]["hidden"] == [32, 32]
+    assert child["data"] == parent["data"]
+    assert child["standardization"] == parent["standardization"]
+    assert child["train"]["seed"] == 4  # the parent's, so eval's default draw stays unseen
+    lineage = child["lineage"]
+    assert lineage["method"] == "reflow" and lineage["k"] == 2
+    assert lineage["pairs"] == 600 and lineage["validation_pairs"] == 60
+    assert lineage["solver"] == {"method": "dopri5", "atol": 1e-6, "rtol": 1e-6}
+    assert lineage["init"] == "parent" and lineage["parent_lineage"] is None
+    assert grandchild["lineage"]["k"] == 3
+    assert grandchild["lineage"]["solver"] == {"method": "rk4", "steps": 16}
+    assert grandchild["lineage"]["parent_lineage"] == lineage
+    records = [
+        json.loads(line) for line in (runs["fm-2"] / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert records[-1]["step"] == 30 and "val_loss" in records[-1]
+
+
+def test_reflowed_run_loads_in_original_units(runs: dict[str, Path]) -> None:
+    parent, child = pushforward.load(runs["fm"]), pushforward.load(runs["fm-2"])
+    assert isinstance(child, StandardizedModel) and isinstance(child.model, FlowMatching)
+    assert isinstance(parent, StandardizedModel)
+    torch.testing.assert_close(child.mean, parent.mean, rtol=0, atol=0)
+    torch.testing.assert_close(child.std, parent.std, rtol=0, atol=0)
+    # The reflowed model starts from the parent's weights and trains them.
+    assert any(
+        not torch.equal(value, parent.state_dict()[key])
+        for key, value in child.state_dict().items()
+    )
+
+
+def test_reflowed_run_samples_and_evaluates(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s.npy"
+    argv = ["sample", str(runs["fm-3"]), "-n", "400", "--out", str(out), "--seed", "2"]
+    assert main([*argv, "--solver", "euler", "--steps", "1"]) == 0
+    model = pushforward.load(runs["fm-3"])
+    torch.manual_seed(2)
+    expected = model.sample(400, solver="euler", steps=1).double().numpy()
+    np.testing.assert_array_equal(np.load(out), expected)
+    capsys.readouterr()
+    evaluate = ["eval", str(runs["fm-2"]), "--data", "builtin:moons", "--n", "300"]
+    assert main([*evaluate, "--solver", "rk4", "--steps", "8"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert set(plain) >= {"nll", "nll_se", "n", "kl"} and "energy_distance" not in plain
+    assert main([*evaluate, "--solver", "rk4", "--steps", "8", "--sample-metrics"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["nll"] == plain["nll"] and both["energy_distance"] >= -0.01
+
+
+def test_distilled_run_samples_in_one_step(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = config(runs["one-step"])
+    assert run["model"]["name"] == "distilled"
+    assert run["lineage"]["method"] == "distill" and run["lineage"]["teacher_k"] == 2
+    model = pushforward.load(runs["one-step"])
+    assert isinstance(model, StandardizedModel) and isinstance(model.model, DistilledFlow)
+    assert not model.has_log_prob
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(runs["one-step"]), "-n", "300", "--out", str(out)]) == 0
+    torch.manual_seed(0)
+    x0 = model.model.base.sample(300)
+    with torch.no_grad():
+        mapped = model.mean + model.std * model.model.transport(x0)
+    np.testing.assert_allclose(np.load(out), mapped.double().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_eval_of_a_model_without_log_prob_prints_sample_metrics(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    argv = ["eval", str(runs["one-step"]), "--data", "builtin:moons", "--n", "500"]
+    assert main([*argv, "--seed", "7"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "nll" not in result and result["n"] == 500 and result["metric_rows"] == 500
+    # The energy distance by scipy's distances, on the same samples and data.
+    model = pushforward.load(runs["one-step"])
+    torch.manual_seed(7)
+    samples = model.sample(500).double().numpy()
+    data = load_dataset("builtin:moons", n=500, seed=7).values.numpy()
+    expected = (
+        2 * cdist(samples, data).mean()
+        - cdist(samples, samples).sum() / (500 * 499)
+        - cdist(data, data).sum() / (500 * 499)
+    )
+    assert result["energy_distance"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert result["sliced_wasserstein"] > 0
+    assert main([*argv, "--solver", "rk4"]) == 2
+    assert "takes no --solver" in capsys.readouterr().err
+
+
+def test_report_copes_without_nll(runs: dict[str, Path], tmp_path: Path) -> None:
+    write_evaluation(runs["one-step"], {"energy_distance": 0.01, "n": 500})
+    summary = summarize_run(runs["one-step"], "one-step")
+    assert summary.model == "distilled" and "test NLL (nats)" not in summary.metrics
+    assert summary.metrics["test examples"] == "500"
+    assert summary.metrics["energy distance to test data"] == "0.0100"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pairs", "100"], "fewer than the batch size"),
+        (["--set", "hidden=[8]"], 'init="fresh"'),
+        (["--set", "n=10"], "does not apply"),
+        (["--set", "train.bogus=1"], "unknown training option"),
+        (["--solver", "rk4", "--atol", "1e-3"], "adaptive"),
+        (["--solver", "euler2"], "solver"),
+        (["--context", "c.npy"], "unconditional"),
+    ],
+)
+def test_bad_input_is_refused(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    capsys.readouterr()
+    out = tmp_path / "new"
+    assert main(["reflow", str(runs["fm"]), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_parent_must_be_an_fm_run_and_out_new(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    for command in ("reflow", "distill"):
+        assert main([command, str(runs["one-step"]), "--out", str(tmp_path / "x")]) == 2
+        assert "need a flow-matching run" in capsys.readouterr().err
+    assert main(["reflow", str(runs["fm"]), "--out", str(runs["fm-2"])]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["distill", str(tmp_path / "none"), "--out", str(tmp_path / "y")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_conditional_runs_keep_the_context_per_pair(tmp_path: Path) -> None:
+    generator = np.random.default_rng(0)
+    context = generator.normal(size=(1000, 1))
+    data = np.concatenate([context + 0.1 * generator.normal(size=(1000, 1)),
+                           generator.normal(size=(1000, 1))], axis=1)  # fmt: skip
+    np.save(tmp_path / "x.npy", data)
+    np.save(tmp_path / "c.npy", 10.0 + 2.0 * context)
+    parent, child, student = tmp_path / "fm", tmp_path / "fm-2", tmp_path / "one"
+    argv = ["train", "--data", str(tmp_path / "x.npy"), "--context", str(tmp_path / "c.npy"),
+            "--model", "fm", "--out", str(parent), "--steps", "60", "--batch-size", "128",
+            *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["reflow", str(parent), "--out", str(child), *PAIRS]) == 0
+    assert main(["distill", str(child), "--out", str(student), *PAIRS]) == 0
+    assert config(student)["standardization"] == config(parent)["standardization"]
+    one_row = tmp_path / "one.npy"
+    np.save(one_row, np.array([[10.0 + 2.0 * 1.5]]))
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(student), "-n", "300", "--context", str(one_row),
+                 "--out", str(out)]) == 0  # fmt: skip
+    # The first coordinate follows the context (about 1.5 here, against 0 on average).
+    assert abs(np.load(out)[:, 0].mean() - 1.5) < 0.5
+
+
+def test_a_flow_between_data_sets_keeps_its_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parent, child, student = tmp_path / "fm", tmp_path / "fm-2", tmp_path / "one"
+    argv = ["train", "--data", "builtin:moons", "--source", "builtin:8gaussians", "--model",
+            "fm", "--out", str(parent), "--steps", "40", "--n", "1000", "--batch-size", "128",
+            *TINY]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["reflow", str(parent), "--out", str(child), *PAIRS]) == 0
+    assert main(["distill", str(child), "--out", str(student), *PAIRS]) == 0
+    for run in (child, student):
+        assert config(run)["source"] == config(parent)["source"]
+        assert config(run)["standardization"] == config(parent)["standardization"]
+    teacher, one_step = pushforward.load(parent), pushforward.load(student)
+    assert isinstance(teacher, StandardizedModel) and isinstance(one_step, StandardizedModel)
+    rows = teacher.model.base.rows  # type: ignore[union-attr]
+    torch.testing.assert_close(one_step.model.base.rows, rows, rtol=0, atol=0)  # type: ignore[union-attr,arg-type]
+    # Given source rows (original units) map through the source standardisation.
+    points = load_dataset("builtin:8gaussians", n=50, seed=3).values.float()
+    np.save(tmp_path / "a.npy", points.double().numpy())
+    out = tmp_path / "mapped.npy"
+    assert main(["sample", str(student), "--source", str(tmp_path / "a.npy"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    with torch.no_grad():
+        expected = one_step.transport(points)
+    np.testing.assert_allclose(np.load(out), expected.double().numpy(), rtol=1e-6, atol=1e-6)
+    capsys.readouterr()
+    assert main(["eval", str(child), "--data", "builtin:moons", "--n", "200"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) >= {"energy_distance", "n"}
