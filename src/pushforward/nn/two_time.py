@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.nn.time_embedding import SinusoidalTimeEmbedding
-from pushforward.nn.velocity import VelocityMLP
+from pushforward.nn.velocity import VelocityMLP, checked_context
 
 
 class TwoTimeVelocityMLP(nn.Module):
@@ -122,27 +122,10 @@ class TwoTimeVelocityMLP(nn.Module):
         s = self.inner._check_time(s, batch).to(dtype=x.dtype, device=x.device)
         parts = [self.second_embedding(s).expand(batch, -1)]
         if self.context > 0:
-            parts.append(self._check_context(context, batch).to(x.dtype))
+            parts.append(checked_context(context, self.context, batch).to(x.dtype))
         elif context is not None:
             raise ValueError("a context was given, but the network was built with context=0")
         return torch.cat(parts, dim=-1)
-
-    def _check_context(self, context: Tensor | None, batch: int) -> Tensor:
-        if context is None:
-            raise ValueError(
-                f"the network was built for a context of {self.context} features, none was given"
-            )
-        if context.dim() == 1:
-            context = context[None, :]
-        if context.dim() != 2 or context.shape[1] != self.context:
-            raise ValueError(
-                f"context must have shape (batch, {self.context}), got {tuple(context.shape)}"
-            )
-        if context.shape[0] == 1:
-            return context.expand(batch, self.context)
-        if context.shape[0] != batch:
-            raise ValueError(f"context has {context.shape[0]} rows, x has {batch}")
-        return context
 
     def extra_repr(self) -> str:
         return f"features={self.features}, context={self.context}"

@@ -282,6 +282,22 @@ def residual_mlp_divergence(
     return total
 
 
+def checked_context(context: Tensor | None, width: int, batch: int) -> Tensor:
+    """``context`` as ``(batch, width)``: one row or a vector is broadcast to the batch;
+    a missing context, a wrong width or a wrong row count is an error naming it."""
+    if context is None:
+        raise ValueError(f"the network was built for a context of {width} features, none was given")
+    if context.dim() == 1:
+        context = context[None, :]
+    if context.dim() != 2 or context.shape[1] != width:
+        raise ValueError(f"context must have shape (batch, {width}), got {tuple(context.shape)}")
+    if context.shape[0] == 1:
+        return context.expand(batch, width)
+    if context.shape[0] != batch:
+        raise ValueError(f"context has {context.shape[0]} rows, x has {batch}")
+    return context
+
+
 class ConditionedResidualBlock(nn.Module):
     r"""A pre-activation residual block with an additive conditioning embedding.
 
@@ -574,21 +590,7 @@ class VelocityMLP(nn.Module):
         )
 
     def _check_context(self, context: Tensor | None, batch: int) -> Tensor:
-        if context is None:
-            raise ValueError(
-                f"the network was built for a context of {self.context} features, none was given"
-            )
-        if context.dim() == 1:
-            context = context[None, :]
-        if context.dim() != 2 or context.shape[1] != self.context:
-            raise ValueError(
-                f"context must have shape (batch, {self.context}), got {tuple(context.shape)}"
-            )
-        if context.shape[0] == 1:
-            return context.expand(batch, self.context)
-        if context.shape[0] != batch:
-            raise ValueError(f"context has {context.shape[0]} rows, x has {batch}")
-        return context
+        return checked_context(context, self.context, batch)
 
     def extra_repr(self) -> str:
         return (
