@@ -116,11 +116,29 @@ class Model(nn.Module):
         return size
 
     def _reference(self) -> Tensor | None:
-        for parameter in self.parameters():
-            return parameter
-        for buffer in self.buffers():
-            if buffer.is_floating_point():
-                return buffer
+        """The first parameter (else floating buffer): the model's dtype and device.
+
+        Where it lives is remembered as (module, slot, name) and read again on each
+        call, so ``model.to(...)`` (which may replace the tensor objects) is seen,
+        while the per-step check costs a dictionary lookup instead of a walk over
+        every module (about 40 us, 1% of a small network's training step).
+        """
+        slot = self.__dict__.get("_reference_slot")
+        if slot is not None:
+            owner, kind, name = slot
+            found = getattr(owner, kind).get(name)
+            if found is not None:
+                return found
+        for module in self.modules():
+            for name, parameter in module._parameters.items():
+                if parameter is not None:
+                    object.__setattr__(self, "_reference_slot", (module, "_parameters", name))
+                    return parameter
+        for module in self.modules():
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.is_floating_point():
+                    object.__setattr__(self, "_reference_slot", (module, "_buffers", name))
+                    return buffer
         return None
 
     def check_input(self, x: Tensor) -> Tensor:
