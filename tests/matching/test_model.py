@@ -415,3 +415,23 @@ def test_log_prob_with_the_network_trace_equals_the_generic_path(
     calls.clear()
     model.log_prob(x, c, divergence="hutchinson", solver="rk4", steps=2)
     assert not calls
+
+
+def test_dtype_check_follows_conversions_after_the_first_call() -> None:
+    # check_input remembers where the model's first parameter lives; converting the
+    # model afterwards (which may replace the tensors) must still be seen.
+    model = small_fm(hidden=[8])
+    x = torch.randn(4, 2)
+    model.loss(x)
+    model.double()
+    with pytest.raises(TypeError, match="float32 but the model's parameters are torch.float64"):
+        model.loss(x)
+    assert torch.isfinite(model.loss(x.double()))
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        model.float()  # new Parameter objects this time
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    with pytest.raises(TypeError, match="float64 but the model's parameters are torch.float32"):
+        model.loss(x.double())
+    assert torch.isfinite(model.loss(x))
