@@ -253,8 +253,8 @@ class OverlappedStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.model.loss(x, prepared=prepared).backward()
         self.optimizer.step()
-        if self.preparer.pending is not None:
-            self.preparer.pending[1].result()
+        for future in self.preparer.pending.values():
+            future.result()
         self.step += 1
 
 

@@ -424,7 +424,7 @@ def test_dtype_check_follows_conversions_after_the_first_call() -> None:
     x = torch.randn(4, 2)
     model.loss(x)
     model.double()
-    with pytest.raises(TypeError, match="float32 but the model's parameters are torch.float64"):
+    with pytest.raises(TypeError, match=r"float32 but the model.s parameters are torch\.float64"):
         model.loss(x)
     assert torch.isfinite(model.loss(x.double()))
     torch.__future__.set_overwrite_module_params_on_conversion(True)
@@ -432,6 +432,6 @@ def test_dtype_check_follows_conversions_after_the_first_call() -> None:
         model.float()  # new Parameter objects this time
     finally:
         torch.__future__.set_overwrite_module_params_on_conversion(False)
-    with pytest.raises(TypeError, match="float64 but the model's parameters are torch.float32"):
+    with pytest.raises(TypeError, match=r"float64 but the model.s parameters are torch\.float32"):
         model.loss(x.double())
     assert torch.isfinite(model.loss(x))

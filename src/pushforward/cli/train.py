@@ -53,6 +53,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_every": 100,
     "checkpoint_every": 500,
     "patience": None,
+    "prepare_workers": None,
 }
 """Training options: the ``[train]`` table of a config file, overridden by flags.
 
@@ -389,4 +390,5 @@ def _fit(
         checkpoint_dir=out / CHECKPOINTS,
         checkpoint_every=train["checkpoint_every"],
         resume=arguments.resume,
+        prepare_workers=train["prepare_workers"],
     )

@@ -49,13 +49,27 @@ class EpochBatches:
         self.position += self.batch_size
         return batch
 
-    def peek(self) -> Tensor:
-        """The batch :meth:`next` will return, without moving the order on."""
-        if self.permutation is not None and self.position + self.batch_size <= self.size:
-            return self.permutation[self.position : self.position + self.batch_size]
-        ahead = torch.Generator().manual_seed(0)
-        ahead.set_state(self.generator.get_state())
-        return torch.randperm(self.size, generator=ahead)[: self.batch_size]
+    def upcoming(self, count: int) -> list[Tensor]:
+        """The next ``count`` batches :meth:`next` will return, without moving the order on.
+
+        Across an epoch boundary the next permutation is drawn from a copy of the
+        generator, exactly as :meth:`next` will draw it.
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        batches: list[Tensor] = []
+        permutation, position = self.permutation, self.position
+        generator: torch.Generator | None = None
+        while len(batches) < count:
+            if permutation is None or position + self.batch_size > self.size:
+                if generator is None:
+                    generator = torch.Generator().manual_seed(0)
+                    generator.set_state(self.generator.get_state())
+                permutation = torch.randperm(self.size, generator=generator)
+                position = 0
+            batches.append(permutation[position : position + self.batch_size])
+            position += self.batch_size
+        return batches
 
     def state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
         """``(json_part, tensors)`` describing where the order stands."""

@@ -17,7 +17,7 @@ from pushforward.train.ema import EMA
 from pushforward.train.history import History
 from pushforward.train.interrupts import raise_for, stop_on_signals
 from pushforward.train.loop import TrainingLoop, model_device
-from pushforward.train.prepare import PrepareAhead
+from pushforward.train.prepare import PrepareAhead, default_prepare_workers
 from pushforward.train.progress import ProgressBar
 from pushforward.train.schedule import warmup_cosine
 
@@ -54,6 +54,7 @@ def fit(
     resume: bool = False,
     distributed: bool | None = None,
     handle_signals: bool = True,
+    prepare_workers: int | None = None,
 ) -> History:
     r"""Trains ``model`` by minimising ``model.loss`` on minibatches of ``data``.
 
@@ -128,6 +129,11 @@ def fit(
         resume: continue from the latest checkpoint in ``checkpoint_dir``.
         distributed: ``None`` follows ``torch.distributed``; ``False`` trains alone.
         handle_signals: turn SIGINT/SIGTERM into checkpoint-and-exit.
+        prepare_workers: threads that prepare coming batches for a model whose
+            ``prepare_batch`` does work (an optimal-transport coupling); that many
+            steps are prepared ahead. ``None``: the cores training leaves free
+            (:func:`~pushforward.train.prepare.default_prepare_workers`). The
+            result does not depend on it.
 
     Returns:
         The :class:`History` of the run (including the part before a resume).
@@ -175,7 +181,8 @@ def fit(
         seconds_before = loop.history.seconds
         for watcher in watchers:
             watcher.on_start(loop.step, steps)
-        preparer = PrepareAhead(model, seed, where.rank)
+        workers = default_prepare_workers(device) if prepare_workers is None else prepare_workers
+        preparer = PrepareAhead(model, seed, where.rank, workers)
 
         def rows(index: Tensor) -> tuple[Tensor, Tensor | None]:
             mine = index[where.rank * local : (where.rank + 1) * local]
@@ -188,8 +195,11 @@ def fit(
             while loop.step < steps and not loop.history.stopped_early:
                 batch, batch_context = rows(batches.next())
                 prepared = preparer.current(loop.step, batch, batch_context)
-                if loop.step + 1 < steps:
-                    preparer.ahead(loop.step + 1, *rows(batches.peek()))
+                if preparer.enabled:
+                    coming = range(loop.step + 1, min(loop.step + 1 + workers, steps))
+                    if any(preparer.wants(step) for step in coming):
+                        for step, index in zip(coming, batches.upcoming(len(coming)), strict=False):
+                            preparer.ahead(step, *rows(index))
                 lr_now = lr * warmup_cosine(loop.step, steps, warmup, final_lr)
                 logs = loop.train_step(
                     loss_of, batch, batch_context, lr_now, clip, request, prepared
