@@ -1,13 +1,7 @@
-"""Consistency flow matching: straight flows by velocity consistency, sampled in K steps.
-
-Also home to the pieces the few-step generators share: the slowly moving target
-network :class:`TargetNetwork` and the drawing of coupled source/data pairs.
-"""
+"""Consistency flow matching: straight flows by velocity consistency, sampled in K steps."""
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,11 +9,41 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
-from pushforward.flows.options import choice, hidden_widths, positive_int, sizes
-from pushforward.matching.couplings import COUPLINGS, Coupling, make_coupling, sinkhorn_coupling
-from pushforward.model import Model
-from pushforward.nn.velocity import VelocityMLP
+from pushforward.flows.options import positive_int, sizes
+from pushforward.matching.coupled import (
+    CoupledModel,
+    batch_pairs,
+    broadcast_rows,
+    check_coupling,
+    couple,
+    prepare_pairs,
+    row_mse,
+)
+from pushforward.matching.couplings import Coupling
+from pushforward.matching.options import event_shape_option, unit_interval, velocity_network
+from pushforward.matching.target import TargetNetwork
 from pushforward.registry import register
+
+# The pieces the few-step generators share (the target network, coupled pairs, option
+# checks) once lived here and still import from here.
+__all__ = [
+    "CONSISTENCY_FM_TRAIN_DEFAULTS",
+    "TIME_FLOOR",
+    "ConsistencyFlowMatching",
+    "ConsistencyLoss",
+    "TargetNetwork",
+    "batch_pairs",
+    "broadcast_rows",
+    "check_coupling",
+    "consistency_flow_matching",
+    "consistency_function",
+    "couple",
+    "event_shape_option",
+    "prepare_pairs",
+    "row_mse",
+    "segment_ends",
+    "unit_interval",
+]
 
 # Training times start this far above 0, as in the paper's code (its ``eps``);
 # the sampler evaluates the field on the same shifted grid.
@@ -29,147 +53,6 @@ TIME_FLOOR = 1e-3
 # (the two velocities then belong to different segments); the paper's code uses
 # this margin of 1.01 delta_t.
 _SEGMENT_MARGIN = 1.01
-
-
-# -- shared by the few-step generators ---------------------------------------------
-
-
-class TargetNetwork(nn.Module):
-    r"""A slowly moving copy :math:`\theta^-` of a network: the target of a consistency loss.
-
-    After every training step the copy moves towards the online weights,
-
-    .. math:: \theta^- \leftarrow \mu\, \theta^- + (1 - \mu)\, \theta,
-
-    with a constant rate :math:`\mu` (no warm-up, as in consistency models). The
-    copy's parameters do not require gradients, so the training engine's
-    optimizer never sees them; they are part of the state dict, so ``save`` and
-    ``load`` (and checkpoints) keep them. Evaluations run without gradients.
-
-    References: Song et al. (2023), Consistency Models; Frans et al. (2025), One
-    Step Diffusion via Shortcut Models.
-
-    Args:
-        network: the online network; the target starts as an exact copy of it.
-        decay: the rate :math:`\mu` in ``(0, 1)``.
-    """
-
-    def __init__(self, network: nn.Module, decay: float) -> None:
-        super().__init__()
-        if not 0.0 < float(decay) < 1.0:
-            raise ValueError(f"the target network's decay must be in (0, 1), got {decay}")
-        self.decay = float(decay)
-        self.network = copy.deepcopy(network).requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, online: nn.Module) -> None:
-        """Moves the target one EMA step towards ``online``'s current weights."""
-        for target, source in zip(
-            self.network.state_dict(keep_vars=True).values(),
-            online.state_dict(keep_vars=True).values(),
-            strict=True,
-        ):
-            if target.is_floating_point():
-                target.lerp_(source.detach(), 1.0 - self.decay)
-            else:
-                target.copy_(source)
-
-    def forward(self, *args: Tensor | None) -> Tensor:
-        """The target network's output (no gradients), called like the online network."""
-        with torch.no_grad():
-            output: Tensor = self.network(*args)
-        return output
-
-    def extra_repr(self) -> str:
-        return f"decay={self.decay}"
-
-
-def check_coupling(coupling: str) -> str:
-    """The ``coupling`` option, checked against the names in ``COUPLINGS``."""
-    return choice("coupling", coupling, tuple(COUPLINGS))
-
-
-def couple(
-    coupling: str,
-    source: Tensor,
-    data: Tensor,
-    context: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> Coupling:
-    """Pairs ``source`` with ``data`` (both ``(batch, *event)``) by the named coupling.
-
-    The assignment is computed without gradients; ``generator`` drives Sinkhorn's
-    random pairing.
-    """
-    with torch.no_grad():
-        if coupling == "sinkhorn":
-            return sinkhorn_coupling(source, data, context, generator=generator)
-        return make_coupling(coupling)(source, data, context)
-
-
-def prepare_pairs(
-    coupling: str, base: Distribution, x: Tensor, context: Tensor | None, seed: int
-) -> Coupling | None:
-    """Source points drawn and coupled to a batch ahead of its training step.
-
-    Only couplings that cost something (``ot``, ``sinkhorn``) with a base free of
-    parameters are prepared (``None`` otherwise: the loss draws them itself).
-    Randomness comes from a generator seeded with ``seed``.
-    """
-    if coupling == "independent" or any(True for _ in base.parameters()):
-        return None
-    generator = torch.Generator(device=x.device).manual_seed(seed)
-    try:
-        source = base.sample(x.shape[0], generator).to(x)
-    except ValueError:  # a base that cannot draw from a given generator
-        return None
-    return couple(coupling, source, x.detach(), context, generator)
-
-
-def batch_pairs(
-    model: Model,
-    coupling: str,
-    base: Distribution,
-    x: Tensor,
-    context: Tensor | None,
-    prepared: Coupling | None,
-) -> Coupling:
-    """The coupled pairs of a training batch: ``prepared`` ones, or drawn here."""
-    x = model.check_input(x)
-    context = model.check_context(context, x.shape[0])
-    if prepared is None:
-        return couple(coupling, base.sample(x.shape[0]).to(x), x, context)
-    if prepared.x1.shape != x.shape:
-        raise ValueError(
-            f"the prepared coupling holds data of shape {tuple(prepared.x1.shape)}, "
-            f"the batch has shape {tuple(x.shape)}"
-        )
-    return prepared
-
-
-def unit_interval(name: str, value: object, *, closed_right: bool = False) -> float:
-    """``value`` as a float in ``[0, 1)`` (or ``[0, 1]``), or a ValueError naming the option."""
-    upper = "]" if closed_right else ")"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"option {name!r} must be a number in [0, 1{upper}, got {value!r}")
-    number = float(value)
-    inside = 0.0 <= number <= 1.0 if closed_right else 0.0 <= number < 1.0
-    if not inside:
-        raise ValueError(f"option {name!r} must be in [0, 1{upper}, got {value!r}")
-    return number
-
-
-def broadcast_rows(values: Tensor, like: Tensor) -> Tensor:
-    """``(batch,)`` values shaped to broadcast against ``like: (batch, *event)``."""
-    return values.reshape(values.shape[0], *([1] * (like.ndim - 1)))
-
-
-def row_mse(error: Tensor) -> Tensor:
-    """Mean squared error of each row, ``(batch,)``."""
-    return error.reshape(error.shape[0], -1).square().mean(dim=1)
-
-
-# -- consistency flow matching ----------------------------------------------------
 
 
 def segment_ends(t: Tensor, segments: int) -> Tensor:
@@ -219,7 +102,7 @@ class ConsistencyLoss:
     velocity: Tensor
 
 
-class ConsistencyFlowMatching(Model):
+class ConsistencyFlowMatching(CoupledModel):
     r"""Consistency flow matching: a velocity field whose straight extrapolations agree.
 
     A network :math:`v_\theta(x, t, c)` defines, on each of :math:`K` time segments
@@ -295,12 +178,7 @@ class ConsistencyFlowMatching(Model):
         target_ema: float = 0.0,
         steps: int | None = None,
     ) -> None:
-        super().__init__()
-        self.network = network
-        self.base = base
-        self.event_shape = tuple(base.event_shape)
-        self.context_features = int(context_features)
-        self.coupling = check_coupling(coupling)
+        super().__init__(network, base, context_features, coupling)
         self.segments = positive_int("segments", segments)
         if isinstance(delta_t, bool) or not isinstance(delta_t, int | float):
             raise ValueError(f"option 'delta_t' must be a number, got {delta_t!r}")
@@ -345,20 +223,8 @@ class ConsistencyFlowMatching(Model):
 
     # -- training ----------------------------------------------------------------
 
-    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Coupling | None:
-        """Draws and couples source points for a batch ahead of its step (``ot``, ``sinkhorn``)."""
-        return prepare_pairs(self.coupling, self.base, x, context, seed)
-
-    def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, prepared: Coupling | None = None
-    ) -> Tensor:
-        """The consistency flow-matching loss on a batch of data ``x: (batch, *event)``.
-
-        In training mode with gradients on, the EMA target network (if any) first
-        takes one step towards the current weights, so it moves once per training
-        step. ``prepared`` is the batch's coupling made by :meth:`prepare_batch`.
-        """
-        pairs = batch_pairs(self, self.coupling, self.base, x, context, prepared)
+    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+        # The EMA target moves here, once per call of ``loss``: once per training step.
         if self.target is not None and self.training and torch.is_grad_enabled():
             self.target.update(self.network)
         return self.loss_terms(pairs).total
@@ -493,14 +359,8 @@ def consistency_flow_matching(
     """
     features, context = sizes(features, context)
     event_shape = event_shape_option(features, shape)
-    network = VelocityMLP(
-        features,
-        context=context,
-        hidden=hidden_widths(hidden),
-        time_embedding=positive_int("time_embedding", time_embedding, minimum=0),
-        time_scale=float(time_scale),
-        activation=activation,
-        residual=bool(residual),
+    network = velocity_network(
+        features, context, hidden, time_embedding, time_scale, activation, residual
     )
     return ConsistencyFlowMatching(
         network,
@@ -514,14 +374,3 @@ def consistency_flow_matching(
         target_ema=target_ema,
         steps=steps,
     )
-
-
-def event_shape_option(features: int, shape: Sequence[int] | None) -> tuple[int, ...]:
-    """The ``shape`` option checked against ``features`` (default ``(features,)``)."""
-    event_shape = (features,) if shape is None else tuple(positive_int("shape", d) for d in shape)
-    if math.prod(event_shape) != features:
-        raise ValueError(
-            f"option 'shape' {list(event_shape)} holds {math.prod(event_shape)} values, "
-            f"but features is {features}"
-        )
-    return event_shape

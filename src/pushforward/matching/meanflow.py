@@ -11,9 +11,7 @@ location :math:`m` in their time is one of location :math:`-m` in ours.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,198 +19,55 @@ from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
 from pushforward.flows.options import choice, hidden_widths, positive_float, positive_int, sizes
-from pushforward.matching.couplings import COUPLINGS, Coupling, make_coupling, sinkhorn_coupling
-from pushforward.model import Model
+from pushforward.matching.average_velocity import (
+    AverageVelocity,
+    IntervalTimes,
+    MeanFlowTarget,
+    adaptive_weighted_loss,
+    meanflow_target,
+    sample_interval_times,
+)
+from pushforward.matching.coupled import (
+    SOLVERS,
+    CoupledVelocityModel,
+    broadcast_rows,
+    couple,
+    final_state,
+    zero_interval_velocity_and_divergence,
+)
+from pushforward.matching.couplings import Coupling
+from pushforward.matching.options import (
+    divergence_option,
+    event_shape_option,
+    finite,
+    fraction,
+    non_negative,
+)
 from pushforward.nn.two_time import TwoTimeVelocityMLP
-from pushforward.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODESolution
-from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
+from pushforward.ode import FIXED_STEP_METHODS, ODESolution
+from pushforward.ode.likelihood import DIVERGENCES
 from pushforward.ode.solvers import State
 from pushforward.registry import register
 
-LIKELIHOOD_SOLVERS: tuple[str, ...] = tuple(FIXED_STEP_METHODS) + tuple(ADAPTIVE_METHODS)
+LIKELIHOOD_SOLVERS: tuple[str, ...] = SOLVERS
 """ODE methods ``MeanFlow.log_prob`` accepts."""
 
-AverageVelocity = Callable[[Tensor, Tensor, Tensor], Tensor]
+# The MeanFlow identity's maths lives in average_velocity and still imports from here.
+__all__ = [
+    "LIKELIHOOD_SOLVERS",
+    "MEANFLOW_TRAIN_DEFAULTS",
+    "AverageVelocity",
+    "IntervalTimes",
+    "MeanFlow",
+    "MeanFlowTarget",
+    "adaptive_weighted_loss",
+    "meanflow",
+    "meanflow_target",
+    "sample_interval_times",
+]
 
 
-@dataclass
-class IntervalTimes:
-    """Training intervals :math:`[s, t]` of a MeanFlow batch, one per row.
-
-    Attributes:
-        start: ``(batch,)`` start times :math:`s` (the noisier end).
-        end: ``(batch,)`` end times :math:`t \\ge s`.
-    """
-
-    start: Tensor
-    end: Tensor
-
-
-@dataclass
-class MeanFlowTarget:
-    """The network's average velocity and its MeanFlow regression target.
-
-    Attributes:
-        average_velocity: :math:`u_\\theta(z_s, s, t)`, ``(batch, *event)``, with gradients.
-        target: :math:`v + (t - s)\\, \\frac{d}{ds} u_\\theta`, ``(batch, *event)``, detached.
-        derivative: :math:`\\frac{d}{ds} u_\\theta(z_s, s, t)` along the path, detached.
-    """
-
-    average_velocity: Tensor
-    target: Tensor
-    derivative: Tensor
-
-
-def _per_row(values: Tensor, like: Tensor) -> Tensor:
-    """``(batch,)`` values shaped to broadcast against ``like: (batch, *event)``."""
-    return values.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def sample_interval_times(
-    n: int,
-    *,
-    mean: float = 0.4,
-    std: float = 1.0,
-    equal_fraction: float = 0.75,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    generator: torch.Generator | None = None,
-) -> IntervalTimes:
-    r"""Draws MeanFlow's training intervals :math:`s \le t` in :math:`[0, 1]`.
-
-    Two times :math:`a, b = \mathrm{sigmoid}(m + \sigma \epsilon)`,
-    :math:`\epsilon \sim N(0, 1)`, are drawn independently and ordered,
-    :math:`s = \min(a, b)`, :math:`t = \max(a, b)`; then ``round(equal_fraction * n)``
-    rows, chosen at random, get :math:`t = s`, so the loss there is plain flow
-    matching of the instantaneous velocity. As in the paper's code the equal
-    rows keep the noisier time :math:`s` (the paper's larger :math:`t`).
-
-    The paper's ImageNet defaults are a logit-normal of location -0.4 and scale
-    1.0 in its time, noise at 1, which is location +0.4 here, and 25% of rows
-    with :math:`r \ne t` (``equal_fraction = 0.75``).
-
-    References:
-        Geng et al. (2025), Mean Flows for One-step Generative Modeling;
-        Esser et al. (2024), Scaling Rectified Flow Transformers for
-        High-Resolution Image Synthesis.
-
-    Args:
-        n: number of intervals.
-        mean: location :math:`m` of the logit-normal, in this library's time.
-        std: scale :math:`\sigma > 0` of the logit-normal.
-        equal_fraction: fraction of rows with :math:`s = t`, in :math:`[0, 1]`.
-        dtype: floating dtype of the result.
-        device: device of the result.
-        generator: random generator (on ``device``).
-
-    Returns:
-        :class:`IntervalTimes` with ``start`` and ``end`` of shape ``(n,)``.
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"the number of intervals n must be a non-negative integer, got {n!r}")
-    if not math.isfinite(mean):
-        raise ValueError(f"the logit-normal time mean must be finite, got {mean!r}")
-    if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"the logit-normal time std must be positive, got {std!r}")
-    if not 0.0 <= equal_fraction <= 1.0:
-        raise ValueError(f"equal_time_fraction must be in [0, 1], got {equal_fraction!r}")
-    draws = torch.sigmoid(
-        mean + std * torch.randn(2, n, generator=generator, dtype=dtype, device=device)
-    )
-    start, end = draws.min(dim=0).values, draws.max(dim=0).values
-    equal = round(equal_fraction * n)
-    if equal:
-        rows = torch.randperm(n, generator=generator, device=device)[:equal]
-        end = end.index_copy(0, rows, start[rows])
-    return IntervalTimes(start=start, end=end)
-
-
-def meanflow_target(
-    average_velocity: AverageVelocity, z: Tensor, s: Tensor, t: Tensor, velocity: Tensor
-) -> MeanFlowTarget:
-    r"""The MeanFlow identity's regression target, by one forward-mode Jacobian-vector product.
-
-    The average velocity over :math:`[s, t]` of the flow :math:`dz/d\tau = v(z, \tau)`
-    is :math:`u(z_s, s, t) = \frac{1}{t - s} \int_s^t v(z_\tau, \tau)\, d\tau`, so
-    that :math:`z_t = z_s + (t - s)\, u(z_s, s, t)`. Differentiating
-    :math:`(t - s)\, u(z_s, s, t) = \int_s^t v\, d\tau` in :math:`s`, with :math:`z_s`
-    moving along the flow, gives :math:`-u + (t - s) \frac{d}{ds} u = -v(z_s, s)`:
-
-    .. math:: u(z_s, s, t) = v(z_s, s) + (t - s)\, \frac{d}{ds} u(z_s, s, t),
-        \qquad \frac{d}{ds} u = v \cdot \partial_z u + \partial_s u,
-
-    the total derivative being the JVP of :math:`u` along the tangent
-    :math:`(v, 1, 0)` in :math:`(z, s, t)`. The target is the right-hand side with
-    the network in place of :math:`u` and the whole target detached,
-    :math:`u_{tgt} = v + (t - s)\, \mathrm{sg}(\frac{d}{ds} u_\theta)`. With
-    :math:`v = x_1 - x_0` the conditional velocity of the linear path, the loss
-    :math:`\lVert u_\theta - u_{tgt} \rVert^2` is minimised by the true average
-    velocity, as flow matching's is by the true velocity. (In the paper's time,
-    noise at 1, this is :math:`u_{tgt} = v - (t - r)\, \frac{d}{dt} u`: each of
-    :math:`u`, :math:`v` and :math:`d/dt` changes sign.)
-
-    References:
-        Geng et al. (2025), Mean Flows for One-step Generative Modeling.
-
-    Args:
-        average_velocity: ``u(z, s, t) -> (batch, *event)``, row-wise and smooth,
-            with ``z: (batch, *event)`` and ``s, t: (batch,)``.
-        z: ``(batch, *event)`` points :math:`z_s` on the path.
-        s: ``(batch,)`` start times.
-        t: ``(batch,)`` end times, :math:`t \ge s`.
-        velocity: ``(batch, *event)`` the velocity :math:`v` at :math:`(z_s, s)`, the
-            tangent of the path.
-
-    Returns:
-        :class:`MeanFlowTarget`: ``u_theta`` (with gradients), the detached target and
-        the detached total derivative.
-    """
-    if velocity.shape != z.shape:
-        raise ValueError(
-            f"velocity has shape {tuple(velocity.shape)} but z has shape {tuple(z.shape)}"
-        )
-    if s.shape != (z.shape[0],) or t.shape != (z.shape[0],):
-        raise ValueError(
-            f"s and t must have shape ({z.shape[0]},), got {tuple(s.shape)} and {tuple(t.shape)}"
-        )
-    value, derivative = torch.func.jvp(  # type: ignore[misc]
-        average_velocity, (z, s, t), (velocity, torch.ones_like(s), torch.zeros_like(t))
-    )
-    derivative = derivative.detach()
-    target = velocity.detach() + _per_row(t - s, z).detach() * derivative
-    return MeanFlowTarget(average_velocity=value, target=target, derivative=derivative)
-
-
-def adaptive_weighted_loss(error: Tensor, power: float = 1.0, constant: float = 1e-3) -> Tensor:
-    r"""Squared errors with MeanFlow's adaptive weights, per row.
-
-    .. math:: \ell = \mathrm{sg}(w)\, \lVert \Delta \rVert^2, \qquad
-        w = \frac{1}{(\lVert \Delta \rVert^2 + c)^p},
-
-    where :math:`\lVert\Delta\rVert^2` sums over the event. :math:`p = 0` is the plain
-    squared error; :math:`p = 1` gives the gradient of :math:`\log(\lVert\Delta\rVert^2 + c)`,
-    which down-weights rows with large errors (a robust loss).
-
-    References:
-        Geng et al. (2025), Mean Flows for One-step Generative Modeling;
-        Geng et al. (2024), Consistency Models Made Easy.
-
-    Args:
-        error: ``(batch, *event)`` residuals :math:`\Delta`.
-        power: the exponent :math:`p \ge 0`.
-        constant: :math:`c > 0`.
-
-    Returns:
-        ``(batch,)`` weighted squared errors (differentiable through :math:`\Delta` only).
-    """
-    squared = error.reshape(error.shape[0], -1).square().sum(dim=1)
-    if power == 0:
-        return squared
-    weight = (squared.detach() + constant).pow(-power)
-    return weight * squared
-
-
-class MeanFlow(Model):
+class MeanFlow(CoupledVelocityModel):
     r"""MeanFlow: one-step generation from a network of the average velocity.
 
     A network :math:`u_\theta(z, s, t, c)` predicts the average velocity of the
@@ -293,16 +148,11 @@ class MeanFlow(Model):
         divergence: str = "exact",
         probes: int = 1,
     ) -> None:
-        super().__init__()
-        self.network = network
-        self.base = base
-        self.event_shape = tuple(base.event_shape)
-        self.context_features = int(context_features)
-        self.coupling = choice("coupling", coupling, tuple(COUPLINGS))
-        self.time_mean = _finite("time_mean", time_mean)
+        super().__init__(network, base, context_features, coupling)
+        self.time_mean = finite("time_mean", time_mean)
         self.time_std = positive_float("time_std", time_std)
-        self.equal_time_fraction = _fraction("equal_time_fraction", equal_time_fraction)
-        self.adaptive_p = _non_negative("adaptive_p", adaptive_p)
+        self.equal_time_fraction = fraction("equal_time_fraction", equal_time_fraction)
+        self.adaptive_p = non_negative("adaptive_p", adaptive_p)
         self.adaptive_c = positive_float("adaptive_c", adaptive_c)
         self.steps = positive_int("steps", steps)
         self.likelihood_solver = choice("likelihood_solver", likelihood_solver, LIKELIHOOD_SOLVERS)
@@ -346,60 +196,22 @@ class MeanFlow(Model):
         """
         return self.average_velocity(z, t, t, context)
 
+    def velocity_and_divergence(
+        self, z: Tensor, t: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""The instantaneous velocity :math:`u_\theta(z, t, t)` and its exact divergence in
+        :math:`z`, by the network's own Jacobian trace (a two-time network's
+        ``velocity_and_divergence``); ``(batch, *event)`` and ``(batch,)``."""
+        return zero_interval_velocity_and_divergence(self.network, z, t, context)
+
     # -- training ---------------------------------------------------------------
-
-    def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, prepared: Coupling | None = None
-    ) -> Tensor:
-        """The MeanFlow loss on a batch of data ``x: (batch, *event)``.
-
-        ``prepared`` is the batch's coupling made ahead by :meth:`prepare_batch`
-        (the training engine passes it); without it the source points are drawn
-        and coupled here.
-        """
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        if prepared is None:
-            return self.matching_loss(self.base.sample(x.shape[0]).to(x), x, context)
-        if prepared.x1.shape != x.shape:
-            raise ValueError(
-                f"the prepared coupling holds data of shape {tuple(prepared.x1.shape)}, "
-                f"the batch has shape {tuple(x.shape)}"
-            )
-        return self.regression_loss(prepared)
-
-    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Coupling | None:
-        """Draws source points and solves the coupling for a batch, ahead of its step.
-
-        Only couplings that cost something (``ot``, ``sinkhorn``) and sources
-        without parameters are prepared; otherwise ``None`` (the loss draws them).
-        """
-        if self.coupling == "independent" or any(True for _ in self.base.parameters()):
-            return None
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-        try:
-            source = self.base.sample(x.shape[0], generator).to(x)
-        except ValueError:  # a base that cannot draw from a given generator
-            return None
-        with torch.no_grad():
-            return self._couple(source, x.detach(), context, generator)
-
-    def _couple(
-        self,
-        source: Tensor,
-        data: Tensor,
-        context: Tensor | None,
-        generator: torch.Generator | None = None,
-    ) -> Coupling:
-        if self.coupling == "sinkhorn":
-            return sinkhorn_coupling(source, data, context, generator=generator)
-        return make_coupling(self.coupling)(source, data, context)
 
     def matching_loss(self, source: Tensor, data: Tensor, context: Tensor | None = None) -> Tensor:
         """The MeanFlow loss for given source points ``source`` and data ``data`` (both
         ``(batch, *event)``); the coupling pairs them first."""
-        with torch.no_grad():
-            pairs = self._couple(source, data, context)
+        return self.regression_loss(couple(self.coupling, source, data, context))
+
+    def _pairs_loss(self, pairs: Coupling) -> Tensor:
         return self.regression_loss(pairs)
 
     def regression_loss(self, pairs: Coupling) -> Tensor:
@@ -420,7 +232,7 @@ class MeanFlow(Model):
             device=x1.device,
         )
         s, t = times.start, times.end
-        z = _per_row(s, x1) * x1 + (1.0 - _per_row(s, x1)) * x0
+        z = broadcast_rows(s, x1) * x1 + (1.0 - broadcast_rows(s, x1)) * x0
         v = x1 - x0
         context = pairs.context
         if context is not None and context.shape[0] == 1 and n != 1:
@@ -500,82 +312,20 @@ class MeanFlow(Model):
         n, context = self._sampling_args(n, context)
         with torch.no_grad():
             x0 = self.base.sample(n)
-            return _tensor_state(self.solve(x0, context, steps=steps))
+            return final_state(self.solve(x0, context, steps=steps))
 
     def _rsample_and_log_prob(
         self, n: int, context: Tensor | None, with_log_prob: bool
     ) -> tuple[Tensor, Tensor | None]:
-        state = _tensor_state(self.solve(self.base.rsample(n), context))
+        state = final_state(self.solve(self.base.rsample(n), context))
         if not with_log_prob:
             return state, None
         return state, self._log_prob(state, context)
 
-    # -- likelihood -------------------------------------------------------------
-
-    def log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        r"""Log-density of ``x: (batch, *event)`` under the flow of :math:`u_\theta(\cdot, t, t)`.
-
-        Args:
-            x: data points.
-            context: ``(batch, context)``, one row, or ``None``.
-            solver: ODE method (default ``likelihood_solver``).
-            steps: steps of a fixed-step solver (default ``likelihood_steps``).
-            atol, rtol: tolerances of an adaptive solver.
-            divergence: ``"exact"`` or ``"hutchinson"``.
-            probes: Hutchinson probes per point.
-            generator: random generator of the Hutchinson probes.
-
-        Returns:
-            ``(batch,)``, differentiable with respect to ``x`` and the parameters.
-        """
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        return self._log_prob(x, context, solver, steps, atol, rtol, divergence, probes, generator)
-
-    def _log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        method = choice("solver", solver or self.likelihood_solver, LIKELIHOOD_SOLVERS)
-        kind = choice("divergence", divergence or self.divergence, DIVERGENCES)
-        fixed = method in FIXED_STEP_METHODS
-        # The network's own Jacobian trace (hand-pushed tangents) beats the generic
-        # forward-mode trace; other networks take the generic path.
-        fast = kind == "exact" and callable(getattr(self.network, "velocity_and_divergence", None))
-        result = log_likelihood(
-            _BoundVelocity(self, context),
-            x,
-            self.base.log_prob,
-            method=method,
-            steps=positive_int("steps", steps or self.likelihood_steps) if fixed else None,
-            atol=self.atol if atol is None else atol,
-            rtol=self.rtol if rtol is None else rtol,
-            divergence=kind,
-            probes=probes or self.probes,
-            generator=generator,
-            velocity_and_divergence=_BoundVelocityAndDivergence(self, context) if fast else None,
-        )
-        return result.log_prob
+    def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
+        if method not in FIXED_STEP_METHODS:
+            return None
+        return positive_int("steps", steps or self.likelihood_steps)
 
 
 class _BoundAverageVelocity:
@@ -587,58 +337,6 @@ class _BoundAverageVelocity:
 
     def __call__(self, z: Tensor, s: Tensor, t: Tensor) -> Tensor:
         return self.model.average_velocity(z, s, t, self.context)
-
-
-class _BoundVelocity:
-    """``(t, z) -> v_theta(z, t, context)``, the field ``log_likelihood`` integrates."""
-
-    def __init__(self, model: MeanFlow, context: Tensor | None) -> None:
-        self.model = model
-        self.context = context
-
-    def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.velocity(z, t, self.context)
-
-
-class _BoundVelocityAndDivergence:
-    """``(t, z) -> (u_theta(z, t, t, c), div_z u_theta(z, t, t, c))`` with the context fixed."""
-
-    def __init__(self, model: MeanFlow, context: Tensor | None) -> None:
-        self.model = model
-        self.context = context
-
-    def __call__(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        t = t.expand(z.shape[0]) if t.ndim == 0 else t
-        result: tuple[Tensor, Tensor] = self.model.network.velocity_and_divergence(  # type: ignore[operator]
-            z, t, torch.zeros_like(t), self.context
-        )
-        return result
-
-
-def _tensor_state(solution: ODESolution) -> Tensor:
-    if not isinstance(solution.state, Tensor):
-        raise TypeError("expected a single-tensor state")
-    return solution.state
-
-
-def _finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"option {name!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(name: str, value: object) -> float:
-    number = _finite(name, value)
-    if number < 0:
-        raise ValueError(f"option {name!r} must be >= 0, got {value!r}")
-    return number
-
-
-def _fraction(name: str, value: object) -> float:
-    number = _finite(name, value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"option {name!r} must be a fraction in [0, 1], got {value!r}")
-    return number
 
 
 MEANFLOW_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 5e-3}
@@ -719,12 +417,7 @@ def meanflow(
         probes: Hutchinson probes per point.
     """
     features, context = sizes(features, context)
-    event_shape = (features,) if shape is None else tuple(positive_int("shape", d) for d in shape)
-    if math.prod(event_shape) != features:
-        raise ValueError(
-            f"option 'shape' {list(event_shape)} holds {math.prod(event_shape)} values, "
-            f"but features is {features}"
-        )
+    event_shape = event_shape_option(features, shape)
     network = TwoTimeVelocityMLP(
         features,
         context=context,
@@ -734,8 +427,6 @@ def meanflow(
         residual=bool(residual),
         time_scale=positive_float("time_scale", time_scale),
     )
-    if divergence is None:
-        divergence = "exact" if features <= 64 else "hutchinson"
     return MeanFlow(
         network,
         make_base(base, event_shape),
@@ -751,6 +442,6 @@ def meanflow(
         likelihood_steps=likelihood_steps,
         atol=atol,
         rtol=rtol,
-        divergence=divergence,
+        divergence=divergence_option(divergence, features),
         probes=probes,
     )

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.distributions import Distribution, Empirical, make_base
-from pushforward.flows.options import choice, hidden_widths, positive_int, sizes
-from pushforward.matching.couplings import COUPLINGS, Coupling, make_coupling, sinkhorn_coupling
+from pushforward.distributions import Distribution
+from pushforward.flows.options import choice, positive_int, sizes
+from pushforward.matching.coupled import SOLVERS, CoupledVelocityModel, couple, final_state
+from pushforward.matching.couplings import Coupling
+from pushforward.matching.losses import LOSS_WEIGHTINGS, LOSSES, row_regression_loss
+from pushforward.matching.options import (
+    divergence_option,
+    event_shape_option,
+    source_option,
+    velocity_network,
+)
 from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, regression_target
 from pushforward.matching.path import AffinePath
 from pushforward.matching.schedulers import (
@@ -21,31 +29,20 @@ from pushforward.matching.schedulers import (
     make_scheduler,
 )
 from pushforward.matching.time_sampling import TIME_SAMPLERS, sample_times, time_density
-from pushforward.model import Model
-from pushforward.nn.velocity import VelocityMLP
-from pushforward.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODESolution, solve_ode
-from pushforward.ode.likelihood import log_likelihood
+from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
+from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.registry import register
-
-SOLVERS: tuple[str, ...] = tuple(FIXED_STEP_METHODS) + tuple(ADAPTIVE_METHODS)
-"""Solver names ``sample`` and ``log_prob`` accept."""
-
-LOSSES: tuple[str, ...] = ("mse", "pseudo-huber")
-"""Regression losses: squared error, or the pseudo-Huber loss of Song & Dhariwal (2024)."""
-
-LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "uniform-time")
-"""``uniform-time`` divides by the time density, so a non-uniform time sampler
-changes the variance of the loss estimate but not the objective."""
-
-DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
 
 # Where a data or noise prediction is turned into a velocity, the conversion
 # divides by sigma_t (or alpha_t), which vanishes at an end of [0, 1]; the
 # velocity is read this far inside the interval instead.
 _CONVERSION_MARGIN = 1e-3
 
+_FieldParts = Callable[[Tensor, Tensor, Tensor | None], tuple[Tensor, ...]]
+"""``parts(x, t, network_context)``: a velocity (and its divergence) of the raw network."""
 
-class FlowMatching(Model):
+
+class FlowMatching(CoupledVelocityModel):
     r"""A continuous normalizing flow trained by (conditional) flow matching.
 
     A network predicts the velocity :math:`v_\theta(x_t, t, c)` (or, by the
@@ -131,14 +128,9 @@ class FlowMatching(Model):
         divergence: str = "exact",
         probes: int = 1,
     ) -> None:
-        super().__init__()
-        self.network = network
-        self.base = base
+        super().__init__(network, base, context_features, coupling)
         self.scheduler = scheduler
         self.path = AffinePath(scheduler)
-        self.event_shape = tuple(base.event_shape)
-        self.context_features = int(context_features)
-        self.coupling = choice("coupling", coupling, tuple(COUPLINGS))
         self.parameterization = choice("parameterization", parameterization, PARAMETERIZATIONS)
         self.time_sampling = choice("time_sampling", time_sampling, TIME_SAMPLERS)
         self.loss_kind = choice("loss", loss, LOSSES)
@@ -150,11 +142,7 @@ class FlowMatching(Model):
         self.context_dropout = float(context_dropout)
         self.solver = choice("solver", solver, SOLVERS)
         self.steps = positive_int("steps", steps)
-        self.likelihood_solver = choice("likelihood_solver", likelihood_solver, SOLVERS)
-        self.atol = float(atol)
-        self.rtol = float(rtol)
-        self.divergence = choice("divergence", divergence, DIVERGENCES)
-        self.probes = positive_int("probes", probes)
+        self._set_likelihood_options(likelihood_solver, atol, rtol, divergence, probes)
         self._linear_velocity = (
             isinstance(scheduler, CondOTScheduler) and self.parameterization == "velocity"
         )
@@ -190,12 +178,28 @@ class FlowMatching(Model):
         """The raw network output at ``x: (batch, *event)`` and times ``t: (batch,)``."""
         return self.network(x, t, self._network_context(context, None))
 
-    def _velocity_of(self, x: Tensor, t: Tensor, network_context: Tensor | None) -> Tensor:
+    def _guided(
+        self, parts: _FieldParts, x: Tensor, t: Tensor, context: Tensor | None, guidance: float
+    ) -> tuple[Tensor, ...]:
+        """``parts(x, t, network context)``, each guided: :math:`f_\varnothing + w (f_c -
+        f_\varnothing)` when the model was trained for guidance and ``w != 1``."""
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        if context is None or not self.guided or guidance == 1.0:
+            return parts(x, t, self._network_context(context, None))
+        ones = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
+        conditional = parts(x, t, self._network_context(context, ones))
+        unconditional = parts(x, t, self._network_context(context, torch.zeros_like(ones)))
+        return tuple(
+            u + guidance * (c - u) for c, u in zip(conditional, unconditional, strict=True)
+        )
+
+    def _velocity_of(self, x: Tensor, t: Tensor, network_context: Tensor | None) -> tuple[Tensor]:
         raw = self.network(x, t, network_context)
         if self.parameterization == "velocity":
-            return raw
+            return (raw,)
         t_safe = t.clamp(_CONVERSION_MARGIN, 1 - _CONVERSION_MARGIN)
-        return convert(raw, self.parameterization, "velocity", x, self.scheduler(t_safe))
+        return (convert(raw, self.parameterization, "velocity", x, self.scheduler(t_safe)),)
 
     def velocity(
         self, x: Tensor, t: Tensor, context: Tensor | None = None, guidance: float = 1.0
@@ -211,16 +215,7 @@ class FlowMatching(Model):
         Returns:
             ``(batch, *event)``.
         """
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        if context is None or not self.guided or guidance == 1.0:
-            return self._velocity_of(x, t, self._network_context(context, None))
-        ones = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
-        conditional = self._velocity_of(x, t, self._network_context(context, ones))
-        unconditional = self._velocity_of(
-            x, t, self._network_context(context, torch.zeros_like(ones))
-        )
-        return unconditional + guidance * (conditional - unconditional)
+        return self._guided(self._velocity_of, x, t, context, guidance)[0]
 
     def _velocity_and_divergence_of(
         self, x: Tensor, t: Tensor, network_context: Tensor | None
@@ -270,78 +265,20 @@ class FlowMatching(Model):
         Returns:
             ``(velocity: (batch, *event), divergence: (batch,))``.
         """
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        if context is None or not self.guided or guidance == 1.0:
-            return self._velocity_and_divergence_of(x, t, self._network_context(context, None))
-        ones = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
-        conditional, conditional_divergence = self._velocity_and_divergence_of(
-            x, t, self._network_context(context, ones)
+        velocity, divergence = self._guided(
+            self._velocity_and_divergence_of, x, t, context, guidance
         )
-        unconditional, unconditional_divergence = self._velocity_and_divergence_of(
-            x, t, self._network_context(context, torch.zeros_like(ones))
-        )
-        return (
-            unconditional + guidance * (conditional - unconditional),
-            unconditional_divergence
-            + guidance * (conditional_divergence - unconditional_divergence),
-        )
+        return velocity, divergence
 
-    # -- the protocol -----------------------------------------------------------
-
-    def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, prepared: Coupling | None = None
-    ) -> Tensor:
-        """The flow-matching regression loss on a batch of data ``x: (batch, *event)``.
-
-        ``prepared`` is the batch's coupling made ahead by :meth:`prepare_batch`
-        (the training engine passes it); without it the source points are drawn
-        and coupled here.
-        """
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        if prepared is None:
-            return self.matching_loss(self.base.sample(x.shape[0]).to(x), x, context)
-        if prepared.x1.shape != x.shape:
-            raise ValueError(
-                f"the prepared coupling holds data of shape {tuple(prepared.x1.shape)}, "
-                f"the batch has shape {tuple(x.shape)}"
-            )
-        return self.regression_loss(prepared)
-
-    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Coupling | None:
-        """Draws source points and solves the coupling for a batch, ahead of its step.
-
-        Only couplings that cost something (``ot``, ``sinkhorn``) and sources
-        without parameters are prepared; otherwise ``None`` (the loss draws them).
-        """
-        if self.coupling == "independent" or any(True for _ in self.base.parameters()):
-            return None
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-        try:
-            source = self.base.sample(x.shape[0], generator).to(x)
-        except ValueError:  # a base that cannot draw from a given generator
-            return None
-        with torch.no_grad():
-            return self._couple(source, x.detach(), context, generator)
-
-    def _couple(
-        self,
-        source: Tensor,
-        data: Tensor,
-        context: Tensor | None,
-        generator: torch.Generator | None = None,
-    ) -> Coupling:
-        if self.coupling == "sinkhorn":
-            return sinkhorn_coupling(source, data, context, generator=generator)
-        return make_coupling(self.coupling)(source, data, context)
+    # -- training ---------------------------------------------------------------
 
     def matching_loss(self, source: Tensor, data: Tensor, context: Tensor | None = None) -> Tensor:
         """The regression loss for given source points ``source`` and data ``data`` (both
         ``(batch, *event)``); the coupling pairs them first. Used by reflow, where the
         pairs come from a trained model."""
-        with torch.no_grad():
-            pairs = self._couple(source, data, context)
+        return self.regression_loss(couple(self.coupling, source, data, context))
+
+    def _pairs_loss(self, pairs: Coupling) -> Tensor:
         return self.regression_loss(pairs)
 
     def regression_loss(self, pairs: Coupling) -> Tensor:
@@ -371,12 +308,7 @@ class FlowMatching(Model):
             # Every row has as many entries, so the mean of the row means is the
             # mean of all entries: one reduction instead of two.
             return error.square().mean()
-        if self.loss_kind == "mse":
-            per_row = error.square().mean(dim=1)
-        else:
-            # Lee et al. (2024) pick c = 0.00054 sqrt(d) for d-dimensional data.
-            c = 0.00054 * math.sqrt(error.shape[1])
-            per_row = (torch.sqrt(error.square().sum(dim=1) + c * c) - c) / error.shape[1]
+        per_row = row_regression_loss(error, self.loss_kind)
         if self.loss_weighting == "uniform-time":
             per_row = per_row / time_density(t, self.time_sampling)
         return per_row.mean()
@@ -442,7 +374,7 @@ class FlowMatching(Model):
         with torch.no_grad():
             x0 = self.base.sample(n)
             solution = self.solve(x0, context, solver=solver, steps=steps, guidance=guidance)
-            return _tensor_state(solution)
+            return final_state(solution)
 
     def transport(
         self,
@@ -468,106 +400,26 @@ class FlowMatching(Model):
         Args:
             x0: ``(n, *event)`` source points, in the units the model was trained in.
             context: ``(n, context)`` or one row for all, or ``None``.
-            solver: ODE method (default: the model's ``solver``).
-            steps: fixed steps (default: the model's ``steps``).
-            guidance: classifier-free guidance scale (models trained with
-                ``context_dropout``).
+            solver, steps, guidance: as for :meth:`sample`.
 
         Returns:
             ``(n, *event)`` the transported points.
         """
         x0 = self.check_input(x0)
         context = self.check_context(context, x0.shape[0])
-        return _tensor_state(self.solve(x0, context, solver=solver, steps=steps, guidance=guidance))
+        return final_state(self.solve(x0, context, solver=solver, steps=steps, guidance=guidance))
 
     def _rsample_and_log_prob(
         self, n: int, context: Tensor | None, with_log_prob: bool
     ) -> tuple[Tensor, Tensor | None]:
         x0 = self.base.rsample(n)
-        x = _tensor_state(self.solve(x0, context))
+        x = final_state(self.solve(x0, context))
         if not with_log_prob:
             return x, None
         return x, self._log_prob(x, context)
 
-    def log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Log-density of ``x: (batch, *event)`` by the instantaneous change of variables.
-
-        Args:
-            x: data points.
-            context: ``(batch, context)``, one row, or ``None``.
-            solver: ODE method (default ``likelihood_solver``, adaptive Dormand-Prince).
-            steps: steps of a fixed-step solver.
-            atol, rtol: tolerances of an adaptive solver.
-            divergence: ``"exact"`` or ``"hutchinson"``.
-            probes: Hutchinson probes per point.
-            generator: random generator of the Hutchinson probes.
-
-        Returns:
-            ``(batch,)``, differentiable with respect to ``x`` and the parameters.
-        """
-        self._require("log_prob", self.has_log_prob)
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        return self._log_prob(x, context, solver, steps, atol, rtol, divergence, probes, generator)
-
-    def _log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        self._require("log_prob", self.has_log_prob)
-        method = choice("solver", solver or self.likelihood_solver, SOLVERS)
-        kind = choice("divergence", divergence or self.divergence, DIVERGENCES)
-
-        def field(t: Tensor, state: Tensor) -> Tensor:
-            return self.velocity(state, t, context)
-
-        def field_and_divergence(t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-            return self.velocity_and_divergence(state, t, context)
-
-        # A network that traces its own Jacobian (VelocityMLP) beats the generic
-        # forward-mode trace; other networks take the generic path.
-        fast = kind == "exact" and callable(getattr(self.network, "velocity_and_divergence", None))
-        result = log_likelihood(
-            field,
-            x,
-            self.base.log_prob,
-            method=method,
-            steps=(steps or self.steps) if method in FIXED_STEP_METHODS else None,
-            atol=self.atol if atol is None else atol,
-            rtol=self.rtol if rtol is None else rtol,
-            divergence=kind,
-            probes=probes or self.probes,
-            generator=generator,
-            velocity_and_divergence=field_and_divergence if fast else None,
-        )
-        return result.log_prob
-
-
-def _tensor_state(solution: ODESolution) -> Tensor:
-    """The final state of a solve whose state is one tensor."""
-    if not isinstance(solution.state, Tensor):
-        raise TypeError("expected a single-tensor ODE state")
-    return solution.state
+    def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
+        return (steps or self.steps) if method in FIXED_STEP_METHODS else None
 
 
 FM_TRAIN_DEFAULTS = {"lr": 5e-3}
@@ -649,12 +501,7 @@ def flow_matching(
             weights or by ``model.base.assign_rows(rows)``.
     """
     features, context = sizes(features, context)
-    event_shape = (features,) if shape is None else tuple(positive_int("shape", d) for d in shape)
-    if math.prod(event_shape) != features:
-        raise ValueError(
-            f"option 'shape' {list(event_shape)} holds {math.prod(event_shape)} values, "
-            f"but features is {features}"
-        )
+    event_shape = event_shape_option(features, shape)
     scheduler_options: dict[str, Any] = {}
     choice("path", path, tuple(SCHEDULERS))
     if sigma_min:
@@ -662,21 +509,14 @@ def flow_matching(
             raise ValueError(f"option 'sigma_min' applies to the 'cond-ot' path, not {path!r}")
         scheduler_options["sigma_min"] = float(sigma_min)
     scheduler = make_scheduler(path, **scheduler_options)
-    guided = float(context_dropout) > 0
-    network = VelocityMLP(
-        features,
-        context=context + (1 if guided and context else 0),
-        hidden=hidden_widths(hidden),
-        time_embedding=positive_int("time_embedding", time_embedding, minimum=0),
-        time_scale=float(time_scale),
-        activation=activation,
-        residual=bool(residual),
+    # A network trained for guidance takes a context-presence flag after the context.
+    flagged = context + (1 if float(context_dropout) > 0 and context else 0)
+    network = velocity_network(
+        features, flagged, hidden, time_embedding, time_scale, activation, residual
     )
-    if divergence is None:
-        divergence = "exact" if features <= 64 else "hutchinson"
     return FlowMatching(
         network,
-        _source(base, event_shape, source_rows),
+        source_option(base, event_shape, source_rows),
         scheduler,
         context,
         coupling=coupling,
@@ -690,24 +530,6 @@ def flow_matching(
         likelihood_solver=likelihood_solver,
         atol=atol,
         rtol=rtol,
-        divergence=divergence,
+        divergence=divergence_option(divergence, features),
         probes=probes,
     )
-
-
-def _source(base: str, event_shape: tuple[int, ...], source_rows: int) -> Distribution:
-    """The source distribution of ``fm``: a named base, or an empirical one of stored rows."""
-    rows = positive_int("source_rows", source_rows, minimum=0)
-    if base == "empirical":
-        if rows == 0:
-            raise ValueError(
-                "base 'empirical' needs source_rows, the number of stored source rows "
-                "(pushforward train sets it from --source FILE)"
-            )
-        return Empirical.zeros(rows, event_shape)
-    if rows:
-        raise ValueError(
-            f"option 'source_rows' applies to base 'empirical', not {base!r}; "
-            'set base = "empirical" (pushforward train: pass --source FILE)'
-        )
-    return make_base(base, event_shape)

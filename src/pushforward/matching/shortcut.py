@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,160 +11,47 @@ from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
 from pushforward.flows.options import choice, hidden_widths, positive_int, sizes
-from pushforward.matching.consistency import (
-    TargetNetwork,
-    batch_pairs,
+from pushforward.matching.coupled import (
+    SOLVERS,
+    CoupledVelocityModel,
     broadcast_rows,
-    check_coupling,
-    event_shape_option,
-    prepare_pairs,
+    final_state,
     row_mse,
-    unit_interval,
+    zero_interval_velocity_and_divergence,
 )
 from pushforward.matching.couplings import Coupling
-from pushforward.model import Model
+from pushforward.matching.options import divergence_option, event_shape_option, unit_interval
+from pushforward.matching.self_consistency import (
+    ShortcutField,
+    ShortcutSteps,
+    continuous_steps,
+    dyadic_levels,
+    dyadic_steps,
+    finest_query,
+    self_consistency_target,
+)
+from pushforward.matching.target import TargetNetwork
 from pushforward.nn.two_time import TwoTimeVelocityMLP
-from pushforward.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, solve_ode
-from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
+from pushforward.ode import FIXED_STEP_METHODS, solve_ode
 from pushforward.registry import register
 
 STEP_SIZES: tuple[str, ...] = ("dyadic", "continuous")
 """How the self-consistency rows draw their step sizes (see :class:`ShortcutModel`)."""
 
-SOLVERS: tuple[str, ...] = tuple(FIXED_STEP_METHODS) + tuple(ADAPTIVE_METHODS)
-"""Solver names ``log_prob`` accepts."""
-
-ShortcutField = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
-"""``field(x, t, d, context) -> (batch, *event)``: a shortcut network."""
-
-
-@dataclass
-class ShortcutSteps:
-    """Times and step sizes of the self-consistency rows of a batch.
-
-    Attributes:
-        t: ``(n,)`` start times, with ``t + step <= 1``.
-        step: ``(n,)`` the step :math:`2d` the network learns to take at once.
-        half: ``(n,)`` the half step :math:`d` the target takes twice.
-        query: ``(n,)`` the step size the target is evaluated at: :math:`d`, or 0
-            where :math:`d` is the finest level (the flow-matching velocity).
-    """
-
-    t: Tensor
-    step: Tensor
-    half: Tensor
-    query: Tensor
-
-
-def finest_query(half: Tensor, finest: float) -> Tensor:
-    """Step sizes as the network is asked them: ``half``, or 0 where ``half <= finest``."""
-    return torch.where(half <= finest, torch.zeros_like(half), half)
-
-
-def dyadic_steps(
-    n: int,
-    max_steps: int,
-    *,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    generator: torch.Generator | None = None,
-) -> ShortcutSteps:
-    r"""Step sizes of the shortcut paper: powers of two, times on the step's grid.
-
-    The step is :math:`2d = 2^{-k}` with :math:`k` uniform on
-    :math:`\{0, \dots, \log_2 M - 1\}` (so :math:`2d \in \{1, \dots, 2/M\}`), the
-    time :math:`t = j\, 2d` with :math:`j` uniform on :math:`\{0, \dots, 2^k - 1\}`,
-    and the target's half step :math:`d` is queried at 0 when it is the finest
-    level :math:`1/M`, where the network is the flow-matching velocity.
-
-    References: Frans et al. (2025), One Step Diffusion via Shortcut Models.
-
-    Args:
-        n: number of rows.
-        max_steps: :math:`M`, a power of two >= 2 (the finest step is :math:`1/M`).
-        dtype, device: of the result.
-        generator: random generator (on ``device``).
-
-    Returns:
-        A :class:`ShortcutSteps` of ``(n,)`` tensors.
-    """
-    levels = _log2(max_steps)
-    k = torch.randint(levels, (n,), generator=generator, device=device)
-    sections = torch.pow(2.0, k.to(dtype))
-    step = 1.0 / sections
-    u = torch.rand(n, generator=generator, dtype=dtype, device=device)
-    # u * sections can round up to sections in low precision; the last start is sections - 1.
-    index = torch.minimum(torch.floor(u * sections), sections - 1.0)
-    half = step / 2
-    return ShortcutSteps(
-        t=index * step, step=step, half=half, query=finest_query(half, 1.0 / max_steps)
-    )
-
-
-def continuous_steps(
-    n: int,
-    *,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    generator: torch.Generator | None = None,
-) -> ShortcutSteps:
-    r"""Any step size, as for a flow map: :math:`2d \sim U(0, 1]`, :math:`t \sim U[0, 1 - 2d]`.
-
-    The target is queried at the half step itself; small steps tie the map to the
-    flow-matching velocity at :math:`d = 0` by continuity.
-
-    References: Sabour et al. (2025), Align Your Flow: Scaling Continuous-Time
-    Flow Map Distillation; Frans et al. (2025), One Step Diffusion via Shortcut Models.
-
-    Args:
-        n: number of rows.
-        dtype, device: of the result.
-        generator: random generator (on ``device``).
-
-    Returns:
-        A :class:`ShortcutSteps` of ``(n,)`` tensors.
-    """
-    step = 1.0 - torch.rand(n, generator=generator, dtype=dtype, device=device)
-    t = torch.rand(n, generator=generator, dtype=dtype, device=device) * (1.0 - step)
-    half = step / 2
-    return ShortcutSteps(t=t, step=step, half=half, query=half)
-
-
-def self_consistency_target(
-    field: ShortcutField,
-    x: Tensor,
-    t: Tensor,
-    half: Tensor,
-    query: Tensor,
-    context: Tensor | None = None,
-) -> Tensor:
-    r"""Two half steps averaged: the target of a shortcut of twice their size.
-
-    .. math:: s_{target} = \tfrac12 \big(s(x_t, t, d) + s(x'_{t+d}, t + d, d)\big),
-              \qquad x'_{t+d} = x_t + d\, s(x_t, t, d),
-
-    with the network evaluated at step size ``query`` (:math:`d`, or 0 at the
-    finest level). For an exact flow map :math:`\Phi_{t \to t+d}(x) = x + d\,
-    s(x, t, d)` this equals :math:`s(x_t, t, 2d)` exactly, by
-    :math:`\Phi_{t \to t+2d} = \Phi_{t+d \to t+2d} \circ \Phi_{t \to t+d}`.
-
-    References: Frans et al. (2025), One Step Diffusion via Shortcut Models.
-
-    Args:
-        field: the network ``field(x, t, d, context)``.
-        x: ``(n, *event)`` states at times ``t``.
-        t: ``(n,)`` times.
-        half: ``(n,)`` half steps :math:`d`.
-        query: ``(n,)`` step sizes the field is evaluated at.
-        context: ``(n, context)`` or ``None``.
-
-    Returns:
-        ``(n, *event)``.
-    """
-    first = field(x, t, query, context)
-    middle = x + broadcast_rows(half, x) * first
-    second = field(middle, t + half, query, context)
-    return 0.5 * (first + second)
+# The step sizes and targets live in self_consistency and still import from here.
+__all__ = [
+    "SHORTCUT_TRAIN_DEFAULTS",
+    "STEP_SIZES",
+    "ShortcutField",
+    "ShortcutLoss",
+    "ShortcutModel",
+    "ShortcutSteps",
+    "continuous_steps",
+    "dyadic_steps",
+    "finest_query",
+    "self_consistency_target",
+    "shortcut",
+]
 
 
 @dataclass
@@ -183,7 +70,7 @@ class ShortcutLoss:
     self_consistency: Tensor
 
 
-class ShortcutModel(Model):
+class ShortcutModel(CoupledVelocityModel):
     r"""A shortcut model: a network :math:`s_\theta(x_t, t, d)` that jumps a step :math:`d`.
 
     One step of size :math:`d` is :math:`x_{t+d} = x_t + d\, s_\theta(x_t, t, d)`,
@@ -215,7 +102,11 @@ class ShortcutModel(Model):
 
     ``log_prob`` is the density of the :math:`d \to 0` flow, the ODE
     :math:`\dot x = s_\theta(x, t, 0)`, by the instantaneous change of variables
-    (as for flow matching); it is exact for samples of that ODE and approximate
+    (as for flow matching),
+
+    .. math:: \log p_1(x) = \log p_0(x_0) - \int_0^1 \nabla \cdot s_\theta(x_t, t, 0)\, dt;
+
+    it is exact for samples of that ODE and approximate
     for the few-step sampler, whose distribution matches it only as far as the
     shortcuts are self-consistent. ``sample_and_log_prob`` therefore draws by
     solving that ODE (with the likelihood solver), not by jumping.
@@ -242,7 +133,8 @@ class ShortcutModel(Model):
         target_ema: moving-average rate of the target network; 0 uses the online
             network without gradients.
         steps: default number of sampling steps.
-        likelihood_solver, atol, rtol: ODE solver and tolerances of ``log_prob``.
+        likelihood_solver, atol, rtol: ODE solver and tolerances of ``log_prob`` (a
+            fixed-step solver needs the ``steps`` of ``log_prob``).
         divergence: ``exact`` or ``hutchinson`` for ``log_prob``.
         probes: Hutchinson probes per point.
     """
@@ -265,23 +157,14 @@ class ShortcutModel(Model):
         divergence: str = "exact",
         probes: int = 1,
     ) -> None:
-        super().__init__()
-        self.network = network
-        self.base = base
-        self.event_shape = tuple(base.event_shape)
-        self.context_features = int(context_features)
-        self.coupling = check_coupling(coupling)
+        super().__init__(network, base, context_features, coupling)
         self.step_sizes = choice("step_sizes", step_sizes, STEP_SIZES)
         self.max_steps = positive_int("max_steps", max_steps, minimum=2)
-        _log2(self.max_steps)
+        dyadic_levels(self.max_steps)
         self.consistency_fraction = unit_interval("consistency_fraction", consistency_fraction)
         self.target_ema = unit_interval("target_ema", target_ema)
         self.steps = positive_int("steps", steps)
-        self.likelihood_solver = choice("likelihood_solver", likelihood_solver, SOLVERS)
-        self.atol = float(atol)
-        self.rtol = float(rtol)
-        self.divergence = choice("divergence", divergence, DIVERGENCES)
-        self.probes = positive_int("probes", probes)
+        self._set_likelihood_options(likelihood_solver, atol, rtol, divergence, probes)
         self.target = TargetNetwork(network, self.target_ema) if self.target_ema > 0 else None
 
     # -- the fields -------------------------------------------------------------
@@ -298,8 +181,18 @@ class ShortcutModel(Model):
         return output
 
     def velocity(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
-        r"""The instantaneous velocity :math:`s_\theta(x, t, 0, c)`, ``(batch, *event)``."""
+        r"""The instantaneous velocity :math:`s_\theta(x, t, 0, c)`, ``(batch, *event)``;
+        ``t`` is ``(batch,)`` or a 0-dim time for all rows."""
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
         return self.shortcut(x, t, torch.zeros_like(t), context)
+
+    def velocity_and_divergence(
+        self, x: Tensor, t: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""The instantaneous velocity :math:`s_\theta(x, t, 0, c)` and its exact divergence
+        in :math:`x`, by the two-time network's own Jacobian trace; ``(batch, *event)``
+        and ``(batch,)``."""
+        return zero_interval_velocity_and_divergence(self.network, x, t, context)
 
     def target_shortcut(
         self, x: Tensor, t: Tensor, d: Tensor, context: Tensor | None = None
@@ -312,20 +205,8 @@ class ShortcutModel(Model):
 
     # -- training ----------------------------------------------------------------
 
-    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Coupling | None:
-        """Draws and couples source points for a batch ahead of its step (``ot``, ``sinkhorn``)."""
-        return prepare_pairs(self.coupling, self.base, x, context, seed)
-
-    def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, prepared: Coupling | None = None
-    ) -> Tensor:
-        """The shortcut loss on a batch of data ``x: (batch, *event)``.
-
-        In training mode with gradients on, the EMA target network (if any) first
-        takes one step towards the current weights, so it moves once per training
-        step. ``prepared`` is the batch's coupling made by :meth:`prepare_batch`.
-        """
-        pairs = batch_pairs(self, self.coupling, self.base, x, context, prepared)
+    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+        # The EMA target moves here, once per call of ``loss``: once per training step.
         if self.target is not None and self.training and torch.is_grad_enabled():
             self.target.update(self.network)
         return self.loss_terms(pairs).total
@@ -452,102 +333,19 @@ class ShortcutModel(Model):
             raise ValueError(f"the fixed-step solver {method!r} needs steps")
 
         def field(t: Tensor, x: Any) -> Any:
-            return self.velocity(x, t.expand(x.shape[0]), context)
+            return self.velocity(x, t, context)
 
         solution = solve_ode(
             field, source, (0.0, 1.0), method, steps=steps, atol=self.atol, rtol=self.rtol
         )
-        if not isinstance(solution.state, Tensor):
-            raise TypeError("expected a single-tensor ODE state")
-        return solution.state
+        return final_state(solution)
 
-    # -- density of the d -> 0 flow ------------------------------------------------
-
-    def log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        r"""Log-density of ``x: (batch, *event)`` under the :math:`d \to 0` flow.
-
-        .. math:: \log p_1(x) = \log p_0(x_0) - \int_0^1 \nabla \cdot s_\theta(x_t, t, 0)\, dt
-
-        Args:
-            x: data points.
-            context: ``(batch, context)``, one row, or ``None``.
-            solver: ODE method (default ``likelihood_solver``).
-            steps: steps of a fixed-step solver (required for those).
-            atol, rtol: tolerances of an adaptive solver.
-            divergence: ``exact`` or ``hutchinson``.
-            probes: Hutchinson probes per point.
-            generator: random generator of the Hutchinson probes.
-
-        Returns:
-            ``(batch,)``, differentiable with respect to ``x`` and the parameters.
-        """
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        return self._log_prob(x, context, solver, steps, atol, rtol, divergence, probes, generator)
-
-    def _log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        method = choice("solver", solver or self.likelihood_solver, SOLVERS)
-        kind = choice("divergence", divergence or self.divergence, DIVERGENCES)
-        if method in FIXED_STEP_METHODS and steps is None:
+    def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
+        if method not in FIXED_STEP_METHODS:
+            return None
+        if steps is None:
             raise ValueError(f"the fixed-step solver {method!r} needs steps")
-
-        def field(t: Tensor, state: Tensor) -> Tensor:
-            return self.velocity(state, t.expand(state.shape[0]), context)
-
-        def field_and_divergence(t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-            times = t.expand(state.shape[0])
-            result: tuple[Tensor, Tensor] = self.network.velocity_and_divergence(  # type: ignore[operator]
-                state, times, torch.zeros_like(times), context
-            )
-            return result
-
-        # The network's own Jacobian trace beats the generic forward-mode trace.
-        fast = kind == "exact" and callable(getattr(self.network, "velocity_and_divergence", None))
-        result = log_likelihood(
-            field,
-            x,
-            self.base.log_prob,
-            method=method,
-            steps=steps if method in FIXED_STEP_METHODS else None,
-            atol=self.atol if atol is None else atol,
-            rtol=self.rtol if rtol is None else rtol,
-            divergence=kind,
-            probes=probes or self.probes,
-            generator=generator,
-            velocity_and_divergence=field_and_divergence if fast else None,
-        )
-        return result.log_prob
-
-
-def _log2(max_steps: int) -> int:
-    """``log2(max_steps)`` for a power of two >= 2, else a ValueError."""
-    levels = int(max_steps).bit_length() - 1
-    if max_steps < 2 or 2**levels != max_steps:
-        raise ValueError(f"option 'max_steps' must be a power of two >= 2, got {max_steps!r}")
-    return levels
+        return steps
 
 
 def _head(context: Tensor | None, n: int) -> Tensor | None:
@@ -626,8 +424,6 @@ def shortcut(
         residual=bool(residual),
         time_scale=float(time_scale),
     )
-    if divergence is None:
-        divergence = "exact" if features <= 64 else "hutchinson"
     return ShortcutModel(
         network,
         make_base(base, event_shape),
@@ -641,6 +437,6 @@ def shortcut(
         likelihood_solver=likelihood_solver,
         atol=atol,
         rtol=rtol,
-        divergence=divergence,
+        divergence=divergence_option(divergence, features),
         probes=probes,
     )
