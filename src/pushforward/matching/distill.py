@@ -11,12 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, Empirical, make_base
-from pushforward.flows.options import choice, hidden_widths, positive_int, sizes
+from pushforward.flows.options import choice, positive_int, sizes
 from pushforward.matching.couplings import Coupling
+from pushforward.matching.losses import row_regression_loss
 from pushforward.matching.model import LOSSES, FlowMatching
+from pushforward.matching.options import velocity_network
 from pushforward.matching.reflow import INITIALIZATIONS, fit_pairs, reflow_pairs
 from pushforward.model import Model
-from pushforward.nn.velocity import VelocityMLP
 from pushforward.registry import build, register
 from pushforward.train.history import History
 
@@ -130,9 +131,7 @@ class DistilledFlow(Model):
         error = (prediction - pairs.x1).reshape(pairs.x1.shape[0], -1)
         if self.loss_kind == "mse":
             return error.square().mean()
-        # The constant of Lee et al. (2024) for d-dimensional data, as in fm's loss.
-        c = 0.00054 * math.sqrt(error.shape[1])
-        return ((torch.sqrt(error.square().sum(dim=1) + c * c) - c) / error.shape[1]).mean()
+        return row_regression_loss(error, self.loss_kind).mean()
 
     def loss(  # type: ignore[override]
         self, x: Tensor, context: Tensor | None = None, source: Tensor | None = None
@@ -225,14 +224,14 @@ def distilled(
             f"option 'shape' {list(event_shape)} holds {math.prod(event_shape)} values, "
             f"but features is {features}"
         )
-    network = VelocityMLP(
+    network = velocity_network(
         features,
-        context=context + (1 if presence_flag and context else 0),
-        hidden=hidden_widths(hidden),
-        time_embedding=positive_int("time_embedding", time_embedding, minimum=0),
-        time_scale=float(time_scale),
-        activation=activation,
-        residual=bool(residual),
+        context + (1 if presence_flag and context else 0),
+        hidden,
+        time_embedding,
+        time_scale,
+        activation,
+        residual,
     )
     return DistilledFlow(
         network,
