@@ -281,6 +281,7 @@ class Result:
     points: list[Point] = field(default_factory=list)
     straightness: float | None = None
     kl: float | None = None
+    seed: int = 0
 
 
 def straightness_of(trained: Trained, data: Data, seed: int) -> float | None:
@@ -314,7 +315,7 @@ def measure(trained: Trained, data: Data, dataset: str, seed: int) -> Result:
     """Quality at every NFE, sampling time, straightness and KL of one trained model."""
     from pushforward.metrics import c2st, energy_distance
 
-    result = Result(dataset, trained.method, round(trained.train_seconds, 1))
+    result = Result(dataset, trained.method, round(trained.train_seconds, 1), seed=seed)
     trained.model.eval()
     for k in trained.nfes:
         times = []
@@ -351,16 +352,80 @@ def append_result(path: str | None, result: Result) -> None:
             handle.write(json.dumps(asdict(result)) + "\n")
 
 
-def read_results(path: str | None) -> list[Result]:
-    if path is None:
-        raise ValueError("--report-only needs --results FILE")
+def read_results(paths: list[str] | None) -> list[Result]:
+    if not paths:
+        raise ValueError("--report-only needs --results FILE [FILE ...]")
     results = []
-    with open(path) as handle:
-        for line in handle:
-            record = json.loads(line)
-            record["points"] = [Point(**p) for p in record["points"]]
-            results.append(Result(**record))
+    for path in paths:
+        with open(path) as handle:
+            for line in handle:
+                record = json.loads(line)
+                record["points"] = [Point(**p) for p in record["points"]]
+                results.append(Result(**record))
     return results
+
+
+def print_seed_summary(
+    results: list[Result], references: tuple[str, ...] = ("fm", "fm-independent"), nfe: int = 100
+) -> None:
+    """Energy distance over seeds, and each model's ratio to each reference model at ``nfe``.
+
+    Ratios are paired by seed (the same training seed and held-out data): to
+    ``fm`` (the OT-coupled model every one-step model competes with) and to
+    ``fm-independent`` (where the reflow chain starts). A ratio below 1.5 at NFE
+    1 is issue 5's criterion for a one-step model.
+    """
+    for dataset in dict.fromkeys(r.dataset for r in results):
+        rows = [r for r in results if r.dataset == dataset]
+        seeds = sorted({r.seed for r in rows})
+        if len(seeds) < 2:
+            continue
+        bases = {
+            name: {
+                r.seed: p.energy_distance_1e3
+                for r in rows
+                if r.method == name
+                for p in r.points
+                if p.nfe == nfe
+            }
+            for name in references
+        }
+        print(f"\n### {dataset}: seeds {', '.join(map(str, seeds))}\n")
+        table = []
+        for method in dict.fromkeys(r.method for r in rows):
+            runs = [r for r in rows if r.method == method]
+            for k in (1, nfe):
+                values = {r.seed: p for r in runs for p in r.points if p.nfe == k}
+                if not values:
+                    continue
+                row = [
+                    method,
+                    str(k),
+                    _mean_se([v.energy_distance_1e3 for v in values.values()], 3),
+                    _mean_se([v.c2st for v in values.values()], 3),
+                ]
+                for name in references:
+                    base = bases[name]
+                    ratios = [values[s].energy_distance_1e3 / base[s] for s in values if s in base]
+                    row.append(f"{_mean_se(ratios, 2)} (max {max(ratios):.2f})" if ratios else "-")
+                table.append([*row, str(len(values))])
+        header = [
+            "method",
+            "NFE",
+            "ED x 1e3",
+            "C2ST",
+            *[f"ED / {name} NFE {nfe}" for name in references],
+            "seeds",
+        ]
+        print(markdown_table(header, table))
+
+
+def _mean_se(values: list[float], digits: int) -> str:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
 def print_tables(results: list[Result]) -> None:
@@ -427,7 +492,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--json")
-    parser.add_argument("--results", help="append each result as a JSON line here")
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        help="append each result as a JSON line here (--report-only: read these files)",
+    )
     parser.add_argument("--report-only", action="store_true", help="tables from --results")
     parser.add_argument("--figure")
     parser.add_argument("--quick", action="store_true", help="smoke test: 50 steps, moons")
@@ -464,7 +533,7 @@ def main() -> None:
             for future in as_completed(futures):
                 for r in future.result():
                     results.append(r)
-                    append_result(args.results, r)
+                    append_result(args.results[0] if args.results else None, r)
                     print(f"done {r.dataset} {r.method} ({r.train_seconds:.0f} s)", file=sys.stderr)
     order = {m: i for i, m in enumerate(METHODS)}
     results.sort(
@@ -473,12 +542,15 @@ def main() -> None:
             order.get(r.method, 99),
         )
     )
-    print_tables(results)
+    # The per-NFE tables and the figure show one seed (the lowest); the summary all.
+    shown = [r for r in results if r.seed == min(r.seed for r in results)]
+    print_tables(shown)
+    print_seed_summary(results)
     print(f"\n(total {math.ceil((time.perf_counter() - started) / 60)} min)")
     if args.json:
         write_json(args.json, {"environment": info, "results": [asdict(r) for r in results]})
     if args.figure:
-        plot(results, args.figure)
+        plot(shown, args.figure)
 
 
 if __name__ == "__main__":
