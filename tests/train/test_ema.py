@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import pushforward
 from pushforward.train import EMA
 from tests.train.models import small_flow, state_equal
 
@@ -59,3 +60,23 @@ def test_applied_swaps_in_and_restores() -> None:
 def test_rejects_bad_decay() -> None:
     with pytest.raises(ValueError, match="decay"):
         EMA(nn.Linear(1, 1), decay=1.0)
+
+
+def test_constant_buffers_are_left_out() -> None:
+    # An fm model with an empirical source: its stored rows are data, not weights.
+    rows = torch.randn(50, 2)
+    model = pushforward.build("fm", features=2, hidden=[8], base="empirical", source_rows=50)
+    model.base.assign_rows(rows)
+    ema = EMA(model, decay=0.9)
+    assert "base.rows" not in ema.shadow and "base.rows" in model.state_dict()
+    assert any(name.startswith("network.") for name in ema.shadow)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    ema.update(model)
+    ema.copy_to(model)
+    assert torch.equal(model.base.rows, rows)
+    # The averaged state still loads into a copy of the model with strict=True.
+    copy = pushforward.build("fm", features=2, hidden=[8], base="empirical", source_rows=50)
+    copy.load_state_dict(ema.module_state(model))
+    assert torch.equal(copy.base.rows, rows)

@@ -38,6 +38,8 @@ class Empirical(Distribution):
     """
 
     has_density: ClassVar[bool] = False
+    #: Stored data, not weights: the EMA of training leaves them out.
+    constant_buffers: ClassVar[tuple[str, ...]] = ("rows",)
     rows: Tensor
 
     def __init__(self, rows: Tensor) -> None:

@@ -22,7 +22,8 @@ class EMA:
     TensorFlow's ``ExponentialMovingAverage(num_updates=...)``) keeps the
     average from clinging to the random initial weights on short runs; pass
     ``warmup=False`` for the plain recursion. Parameters and floating buffers
-    are averaged; integer buffers (masks, orders) are not touched.
+    are averaged; integer buffers (masks, orders) and the buffers a submodule
+    names in a ``constant_buffers`` attribute (stored data) are not touched.
 
     The averaged weights are what evaluation and sampling should use; swap them
     in with :meth:`applied` (a context manager) or :meth:`copy_to`.
@@ -116,9 +117,17 @@ class EMA:
 
 def _floating_state(module: nn.Module) -> dict[str, Tensor]:
     # keep_vars=True returns the live parameters and buffers, so in-place
-    # copies reach the module itself.
+    # copies reach the module itself. Buffers a module lists in
+    # ``constant_buffers`` (data it stores, such as an empirical source's rows)
+    # never change in training: averaging them is exact but costs a copy and a
+    # pass over them every step.
+    constant = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, sub in module.named_modules()
+        for name in getattr(sub, "constant_buffers", ())
+    }
     return {
         name: tensor
         for name, tensor in module.state_dict(keep_vars=True).items()
-        if tensor.is_floating_point()
+        if tensor.is_floating_point() and name not in constant
     }
