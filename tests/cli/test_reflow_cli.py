@@ -1,22 +1,34 @@
-"""``pushforward reflow`` and ``distill``: train -> reflow -> distill -> sample, eval, load."""
+"""``pushforward reflow`` and ``distill``: train -> reflow -> distill -> sample, eval, load,
+and ``--resume`` of an interrupted run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from scipy.spatial.distance import cdist
 
 import pushforward
+from pushforward.cli import reflow as reflow_cli
 from pushforward.cli.main import main
 from pushforward.cli.report import summarize_run, write_evaluation
+from pushforward.cli.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.matching.distill import DistilledFlow
 from pushforward.matching.model import FlowMatching
+from pushforward.matching.reflow import fit_pairs
 from pushforward.standardized import StandardizedModel
+from pushforward.train.callbacks import Callback
+from pushforward.train.checkpoint import latest_checkpoint
 
 TINY = ["--set", "hidden=[32,32]", "--set", "time_embedding=8", "--quiet"]
 PAIRS = ["--pairs", "600", "--steps", "30", "--batch-size", "128", "--quiet"]
@@ -190,7 +202,12 @@ def test_parent_must_be_an_fm_run_and_out_new(
         assert main([command, str(runs["one-step"]), "--out", str(tmp_path / "x")]) == 2
         assert "need a flow-matching run" in capsys.readouterr().err
     assert main(["reflow", str(runs["fm"]), "--out", str(runs["fm-2"])]) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already exists" in err and "holds a reflow run; pass --resume" in err
+    (tmp_path / "plain").mkdir()
+    assert main(["reflow", str(runs["fm"]), "--out", str(tmp_path / "plain")]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --resume" not in err
     assert main(["distill", str(tmp_path / "none"), "--out", str(tmp_path / "y")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -210,6 +227,13 @@ def test_conditional_runs_keep_the_context_per_pair(tmp_path: Path) -> None:
     assert main(["reflow", str(parent), "--out", str(child), *PAIRS]) == 0
     assert main(["distill", str(child), "--out", str(student), *PAIRS]) == 0
     assert config(student)["standardization"] == config(parent)["standardization"]
+    # The saved pairs keep each pair's context row, standardised: back in original
+    # units every one is a row of the context file.
+    saved = load_file(str(student / "pairs.safetensors"))
+    assert set(saved) == {"x0", "x1", "context"} and saved["context"].shape == (600, 1)
+    scale = config(parent)["standardization"]
+    rows = saved["context"].double() * scale["context_std"][0] + scale["context_mean"][0]
+    assert np.abs(rows.numpy() - np.load(tmp_path / "c.npy").T).min(axis=1).max() < 1e-4
     one_row = tmp_path / "one.npy"
     np.save(one_row, np.array([[10.0 + 2.0 * 1.5]]))
     out = tmp_path / "s.npy"
@@ -248,3 +272,212 @@ def test_a_flow_between_data_sets_keeps_its_source(
     capsys.readouterr()
     assert main(["eval", str(child), "--data", "builtin:moons", "--n", "200"]) == 0
     assert set(json.loads(capsys.readouterr().out)) >= {"energy_distance", "n"}
+
+
+# -- --resume ------------------------------------------------------------------
+
+RESUMABLE = ["--pairs", "300", "--steps", "20", "--batch-size", "64", "--set", "checkpoint_every=5",
+             "--set", "log_every=1", "--set", "eval_every=5", "--quiet"]  # fmt: skip
+FM_2 = [*PAIRS, "--set", 'time_sampling="u-shaped"', "--set", 'loss="pseudo-huber"']
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing handles it and nothing is written at the step it hits."""
+
+
+class Watch(Callback):
+    """Records the steps a run trains and, at ``stop_at``, interrupts it (``how``:
+    ``"signal"`` sends this process SIGINT, ``"kill"`` raises :class:`Killed`)."""
+
+    def __init__(self, stop_at: int | None = None, how: str = "signal") -> None:
+        self.steps: list[int] = []
+        self.stop_at = stop_at
+        self.how = how
+
+    def on_step(self, step: int, logs: dict[str, Any]) -> bool | None:
+        self.steps.append(step)
+        if step == self.stop_at:
+            if self.how == "signal":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise Killed
+        return None
+
+
+def watch(monkeypatch: pytest.MonkeyPatch, watcher: Watch) -> None:
+    def watched(*args: Any, **options: Any) -> Any:
+        options["callbacks"] = [*options["callbacks"], watcher]
+        return fit_pairs(*args, **options)
+
+    monkeypatch.setattr(reflow_cli, "fit_pairs", watched)
+
+
+def refuse_to_draw(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the pairs were drawn again on --resume")
+
+
+def checkpoint_step(run: Path) -> int:
+    checkpoint = latest_checkpoint(run / "checkpoints")
+    assert checkpoint is not None
+    return int(json.loads((checkpoint / "manifest.json").read_text())["step"])
+
+
+@pytest.mark.parametrize(("command", "how"), [("reflow", "signal"), ("distill", "kill")])
+def test_interrupted_run_resumes_to_the_uninterrupted_weights(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    how: str,
+) -> None:
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    argv = [command, str(runs["fm"]), *RESUMABLE]
+    assert main([*argv, "--out", str(reference)]) == 0
+    capsys.readouterr()
+
+    watch(monkeypatch, Watch(stop_at=13, how=how))
+    if how == "signal":
+        # The engine checkpoints the step it stopped at and the CLI exits 130.
+        assert main([*argv, "--out", str(out)]) == 130
+        assert "reflow or distill run with --resume" in capsys.readouterr().err
+        assert checkpoint_step(out) == 13
+    else:
+        with pytest.raises(Killed):
+            main([*argv, "--out", str(out)])
+        # Killed: the last checkpoint is older than the metrics logged after it.
+        assert checkpoint_step(out) == 10 and read_metrics(out)[-1]["step"] == 13
+    assert not (out / "model.safetensors").exists()
+    assert (out / "pairs.safetensors").read_bytes() == (
+        reference / "pairs.safetensors"
+    ).read_bytes()
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+    resumed = Watch()
+    watch(monkeypatch, resumed)
+    monkeypatch.setattr(reflow_cli, "reflow_pairs", refuse_to_draw)
+    assert main([*argv, "--out", str(out), "--resume"]) == 0
+    # It went on from the checkpoint, not from the start, to the uninterrupted run's
+    # weights bit for bit and its metrics record for record.
+    restart = 13 if how == "signal" else 10
+    assert resumed.steps == list(range(restart + 1, 21))
+    assert (out / "model.safetensors").read_bytes() == (
+        reference / "model.safetensors"
+    ).read_bytes()
+    assert read_metrics(out) == read_metrics(reference)
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 21))
+    first, again = config(reference)["lineage"], config(out)["lineage"]
+    assert {**again, "pair_seconds": 0} == {**first, "pair_seconds": 0}
+
+    # Training options may change on resume: five more steps.
+    more = Watch()
+    watch(monkeypatch, more)
+    assert main([*argv, "--out", str(out), "--resume", "--steps", "25"]) == 0
+    assert more.steps == [21, 22, 23, 24, 25] and config(out)["train"]["steps"] == 25
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 26))
+    loaded = pushforward.load(out)
+    with torch.no_grad():
+        assert loaded.sample(5).isfinite().all()
+
+
+def test_saved_pairs_are_the_parents_ode_ends(runs: dict[str, Path]) -> None:
+    saved = load_file(str(runs["fm-2"] / "pairs.safetensors"))
+    lineage = config(runs["fm-2"])["lineage"]
+    data = (runs["fm-2"] / "pairs.safetensors").read_bytes()
+    assert lineage["pairs_sha256"] == hashlib.sha256(data).hexdigest()
+    assert set(saved) == {"x0", "x1"} and saved["x0"].shape == saved["x1"].shape == (600, 2)
+    # Standardised units: x0 from the standard normal base, x1 the parent's ODE end,
+    # here by a fixed-step solver instead of the run's dopri5.
+    assert abs(float(saved["x0"].mean())) < 0.15 and abs(float(saved["x0"].std()) - 1) < 0.1
+    parent = pushforward.load(runs["fm"])
+    assert isinstance(parent, StandardizedModel) and isinstance(parent.model, FlowMatching)
+    with torch.no_grad():
+        ends = parent.model.solve(saved["x0"][:100], solver="rk4", steps=200)
+    torch.testing.assert_close(ends.state, saved["x1"][:100], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reflow", "fm", *PAIRS, "--set", 'time_sampling="u-shaped"'], "options"),
+        (["reflow", "fm-3", *FM_2], "was made from the run"),
+        (["reflow", "fm", *FM_2, "--pairs", "700"], "pairs 600, not 700"),
+        (["reflow", "fm", *FM_2, "--solver", "rk4", "--solver-steps", "16"], "--solver"),
+        (["reflow", "fm", *FM_2, "--set", 'init="fresh"'], "init 'parent', not 'fresh'"),
+        (["reflow", "fm", *FM_2, "--seed", "5"], "--seed 4, not 5"),
+        (["distill", "fm", *FM_2], "made by pushforward reflow, not by pushforward distill"),
+        (["reflow", "fm", *FM_2, "--context", "c.npy"], "unconditional"),
+    ],
+    ids=["options", "parent", "pairs", "solver", "init", "seed", "command", "context"],
+)
+def test_resume_refuses_another_command(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    before = (runs["fm-2"] / "config.json").read_bytes()
+    capsys.readouterr()
+    command, parent, *rest = argv
+    assert main([command, str(runs[parent]), "--out", str(runs["fm-2"]), *rest, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert (runs["fm-2"] / "config.json").read_bytes() == before
+
+
+def test_resume_needs_a_run(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    resume = ["reflow", str(runs["fm"]), *PAIRS, "--resume", "--out"]
+    assert main([*resume, str(tmp_path / "none")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "empty").mkdir()
+    assert main([*resume, str(tmp_path / "empty")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main([*resume, str(runs["fm"])]) == 2
+    assert "made by pushforward train" in capsys.readouterr().err
+
+
+def damage(run: Path, how: str) -> None:
+    path = run / "pairs.safetensors"
+    if how == "missing":
+        path.unlink()
+        return
+    if how == "flipped":
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 1
+        path.write_bytes(bytes(data))
+        return
+    if how == "shape":
+        save_file({"x0": torch.zeros(600, 3), "x1": torch.zeros(600, 3)}, str(path))
+    else:
+        path.write_bytes(b"not safetensors")
+    # With the checksum made to match: the file itself is checked too.
+    record = config(run)
+    record["lineage"]["pairs_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (run / "config.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("missing", "pairs.safetensors is missing"),
+        ("flipped", "is damaged"),
+        ("shape", "of shape (600, 3), expected torch.float32 of shape (600, 2)"),
+        ("garbage", "not a valid safetensors file"),
+    ],
+)
+def test_resume_checks_the_saved_pairs(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+    message: str,
+) -> None:
+    out = tmp_path / "fm-2"
+    shutil.copytree(runs["fm-2"], out)
+    damage(out, how)
+    capsys.readouterr()
+    assert main(["reflow", str(runs["fm"]), "--out", str(out), *FM_2, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err

@@ -140,10 +140,17 @@ distilled model has no log_prob: eval prints sample metrics for it.
 model options (time_sampling="u-shaped", loss="pseudo-huber"; model.steps=... for
 an option that shares a training option's name).
 
+NEW_RUN also holds pairs.safetensors, the pairs trained on (standardised). An
+interrupted run (Ctrl-C, a kill) continues with the same command and --resume: its
+saved pairs are loaded, not drawn again, and training goes on from the last
+checkpoint; the parent, model and pair options must be the same, training options
+may change (more --steps).
+
 examples:
   pushforward reflow runs/fm --out runs/fm-2 --set time_sampling='"u-shaped"'
   pushforward reflow runs/fm-2 --out runs/fm-3 --pairs 50000 --solver rk4 --solver-steps 200
   pushforward distill runs/fm-2 --out runs/fm-1step --set loss='"pseudo-huber"'
+  pushforward distill runs/fm-2 --out runs/fm-1step --set loss='"pseudo-huber"' --resume
 """
 
 
@@ -172,6 +179,12 @@ def _pair_commands(commands) -> None:
         if name == "distill":
             command.add_argument("--guidance", type=float, help="guidance scale of the teacher")
         command.add_argument("--set", action="append", metavar="KEY=VALUE", help="an option")
+        command.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the interrupted run in --out: its saved pairs are loaded and "
+            "training goes on from the last checkpoint",
+        )
         command.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -364,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # fit wrote a checkpoint before raising: the run can be continued.
-        print("pushforward: interrupted (continue a train run with --resume)", file=sys.stderr)
+        print(
+            "pushforward: interrupted (continue a train, reflow or distill run with --resume)",
+            file=sys.stderr,
+        )
         return 130
     except RuntimeError as error:
         # Training failures such as a loss that stays NaN: not bad input, still one line.

@@ -5,28 +5,36 @@ Both read a flow-matching run, draw source points and solve its ODE for their en
 training engine: ``reflow`` an ``fm`` model (the next rectified flow), ``distill``
 a one-step ``distilled`` model. The new run directory is a normal one: the parent's
 data and standardisation records (so the model is in the data's original units),
-``metrics.jsonl``, checkpoints, the model, and a ``lineage`` entry in
-``config.json`` saying where the pairs came from.
+``metrics.jsonl``, checkpoints, the model, a ``lineage`` entry in ``config.json``
+saying where the pairs came from, and ``pairs.safetensors``: the pairs trained on,
+so that ``--resume`` continues an interrupted run without solving the ODE again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from pushforward.cli.evaluate import open_run
 from pushforward.cli.run_directory import (
     CHECKPOINTS,
+    CONFIG_FILE,
     METRICS_FILE,
     RUN_FORMAT,
     RUN_FORMAT_VERSION,
     MetricsLog,
     package_version,
+    read_config,
     write_config,
 )
 from pushforward.cli.train import TRAIN_DEFAULTS, parse_literal
@@ -39,7 +47,7 @@ from pushforward.matching.reflow import INITIALIZATIONS, fit_pairs, rectified_mo
 from pushforward.model import Model
 from pushforward.ode import FIXED_STEP_METHODS
 from pushforward.registry import closest
-from pushforward.serialization import save
+from pushforward.serialization import atomic_write_bytes, save
 from pushforward.standardized import StandardizedModel, standardize_model
 
 PAIRS_DEFAULT = 20_000
@@ -58,6 +66,20 @@ than ``fm``'s 5e-3 from scratch."""
 
 IGNORED_TRAIN = ("n",)
 """``pushforward train`` options that mean nothing here (the pairs are drawn, not read)."""
+
+PAIRS_FILE = "pairs.safetensors"
+"""The pairs a run trains on, standardised, as drawn: tensors ``x0``, ``x1`` and
+``context`` (conditional runs); ``--resume`` reads them instead of drawing again."""
+
+PAIR_SETTINGS = {
+    "pairs": "--pairs",
+    "solver": "--solver, --solver-steps, --atol and --rtol",
+    "init": "--set init",
+    "guidance": "--guidance",
+    "context": "--context",
+}
+"""Lineage entries that fix the pairs or the starting weights, and the options that set
+them: a resumed run must repeat them."""
 
 
 def run_reflow(arguments: argparse.Namespace) -> int:
@@ -131,11 +153,130 @@ def _parent(run: str) -> tuple[dict[str, Any], FlowMatching, StandardizedModel]:
 
 
 def _check_out(out: Path) -> None:
-    if out.exists():
+    if not out.exists():
+        return
+    made = None
+    if (out / CONFIG_FILE).is_file():
+        try:
+            made = _made_by(read_config(out))
+        except (ValueError, OSError):
+            made = None
+    if made in ("reflow", "distill"):
         raise ValueError(
-            f"--out '{out}' already exists; choose a new run directory "
-            "(reflow and distill always start a new run)"
+            f"--out '{out}' already exists and holds a {made} run; pass --resume to "
+            "continue it, or choose a new run directory"
         )
+    raise ValueError(
+        f"--out '{out}' already exists; choose a new run directory "
+        "(reflow and distill start a new run unless --resume continues one)"
+    )
+
+
+def _made_by(config: dict[str, Any]) -> str | None:
+    lineage = config.get("lineage")
+    return lineage.get("method") if isinstance(lineage, dict) else None
+
+
+def _previous_run(out: Path, method: str) -> dict[str, Any]:
+    """The configuration of the run ``--resume`` continues, checked to be one of ``method``."""
+    if not (out / CONFIG_FILE).is_file():
+        where = "does not exist" if not out.exists() else f"holds no run (no {CONFIG_FILE})"
+        raise ValueError(
+            f"nothing to resume in '{out}': it {where}; run without --resume to start a new run"
+        )
+    previous = read_config(out)
+    made = _made_by(previous)
+    if made != method:
+        what = "pushforward train" if made is None else f"pushforward {made}"
+        raise ValueError(
+            f"cannot resume '{out}': it holds a run made by {what}, not by pushforward {method}"
+        )
+    return previous
+
+
+def _check_resumable(
+    out: Path, previous: dict[str, Any], record: dict[str, Any], seed: int
+) -> None:
+    """Refuses to resume a run whose parent, model or pairs differ from this command's."""
+    before, now = previous["lineage"], record["lineage"]
+    if before.get("parent") != now["parent"]:
+        raise ValueError(
+            f"cannot resume '{out}': it was made from the run '{before.get('parent')}', "
+            f"not '{now['parent']}'"
+        )
+    for key in ("data", "standardization", "source"):
+        if previous.get(key) != record.get(key):
+            raise ValueError(
+                f"cannot resume '{out}': its parent run '{now['parent']}' has changed since "
+                f"(its {key} differs); start a new run"
+            )
+    model = _as_json(record["model"])
+    if previous["model"] != model:
+        raise ValueError(
+            f"cannot resume '{out}': it holds model {previous['model']['name']!r} with "
+            f"options {previous['model']['options']}, not {model['name']!r} with "
+            f"{model['options']}"
+        )
+    for key, flags in PAIR_SETTINGS.items():
+        if before.get(key) != _as_json(now.get(key)):
+            raise ValueError(
+                f"cannot resume '{out}': its pairs were made with {key} {before.get(key)!r}, "
+                f"not {now.get(key)!r} (repeat its {flags})"
+            )
+    if int(previous["train"]["seed"]) != seed:
+        raise ValueError(
+            f"cannot resume '{out}': its pairs were drawn with --seed "
+            f"{previous['train']['seed']}, not {seed}"
+        )
+
+
+def _as_json(value: Any) -> Any:
+    # What config.json gives back: tuples become lists.
+    return json.loads(json.dumps(value))
+
+
+def _pairs_bytes(pairs: Coupling) -> bytes:
+    tensors = {"x0": pairs.x0.contiguous(), "x1": pairs.x1.contiguous()}
+    if pairs.context is not None:
+        tensors["context"] = pairs.context.contiguous()
+    return safetensors_save(tensors)
+
+
+def _read_pairs(out: Path, lineage: dict[str, Any], student: Model) -> Coupling:
+    """The pairs saved in ``out``, checked against the run's record and the model."""
+    path = out / PAIRS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"cannot resume '{out}': {PAIRS_FILE} is missing (the run stopped before its "
+            "pairs were saved); start a new run without --resume"
+        )
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != lineage.get("pairs_sha256"):
+        raise ValueError(
+            f"cannot resume '{out}': {path} is damaged (its SHA-256 differs from the one "
+            f"in {CONFIG_FILE}); start a new run without --resume"
+        )
+    try:
+        tensors = safetensors_load(data)
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a valid safetensors file ({error})") from None
+    conditional = bool(student.context_features)
+    names = {"x0", "x1", "context"} if conditional else {"x0", "x1"}
+    if set(tensors) != names:
+        raise ValueError(f"{path} holds tensors {sorted(tensors)}, expected {sorted(names)}")
+    n = int(lineage["pairs"])
+    expected = {"x0": (n, *student.event_shape), "x1": (n, *student.event_shape)}
+    if conditional:
+        expected["context"] = (n, int(student.context_features))
+    dtype = next(iter(student.parameters())).dtype
+    for name, shape in expected.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise ValueError(
+                f"{path}: {name} is {tensor.dtype} of shape {tuple(tensor.shape)}, expected "
+                f"{dtype} of shape {shape} ({n} pairs of the model's events)"
+            )
+    return Coupling(tensors["x0"], tensors["x1"], tensors.get("context"))
 
 
 def _pair_context(
@@ -148,8 +289,6 @@ def _pair_context(
     """Standardised context rows for ``n`` pairs, drawn with replacement from the
     context file (``--context``, or the parent's)."""
     if not wrapper.context_features:
-        if arguments.context is not None:
-            raise ValueError("the parent run is unconditional; do not pass --context")
         return None
     path = arguments.context or config["data"].get("context")
     if path is None:
@@ -214,8 +353,13 @@ def _solver(arguments: argparse.Namespace) -> dict[str, Any]:
 
 def _run(arguments: argparse.Namespace, method: str) -> int:
     out = Path(arguments.out)
-    _check_out(out)
+    resume = bool(getattr(arguments, "resume", False))
+    previous = _previous_run(out, method) if resume else None
+    if previous is None:
+        _check_out(out)
     config, teacher, wrapper = _parent(arguments.run)
+    if not wrapper.context_features and arguments.context is not None:
+        raise ValueError("the parent run is unconditional; do not pass --context")
     model_options, train, init = resolve_options(
         arguments, int(config.get("train", {}).get("seed", 0))
     )
@@ -243,23 +387,6 @@ def _run(arguments: argparse.Namespace, method: str) -> int:
         else:
             student = student_for(teacher, init=init, **model_options)
 
-    generator = torch.Generator().manual_seed(seed)
-    context = _pair_context(arguments, config, wrapper, n, generator)
-    start = time.perf_counter()
-    pairs = reflow_pairs(
-        teacher,
-        n,
-        context,
-        solver=solver["method"],
-        steps=solver.get("steps"),
-        atol=solver.get("atol", PAIR_TOLERANCE),
-        rtol=solver.get("rtol", PAIR_TOLERANCE),
-        guidance=1.0 if guidance is None else float(guidance),
-        generator=generator,
-    )
-    pair_seconds = time.perf_counter() - start
-    training_pairs, validation = _split(pairs, train["validation"], seed)
-
     parent_lineage = config.get("lineage")
     parent_k = int(parent_lineage.get("k", 1)) if isinstance(parent_lineage, dict) else 1
     lineage: dict[str, Any] = {
@@ -267,12 +394,15 @@ def _run(arguments: argparse.Namespace, method: str) -> int:
         "parent": str(Path(arguments.run).resolve()),
         "parent_model": config["model"]["name"],
         "pairs": n,
-        "validation_pairs": 0 if validation is None else int(validation.x0.shape[0]),
+        "validation_pairs": 0,
         "solver": solver,
-        "pair_seconds": round(pair_seconds, 3),
+        "pair_seconds": 0.0,
         "init": init,
         "parent_lineage": parent_lineage,
     }
+    if wrapper.context_features:
+        # None: rows of the parent's own context file.
+        lineage["context"] = arguments.context
     if method == "reflow":
         lineage["k"] = parent_k + 1
     else:
@@ -292,8 +422,40 @@ def _run(arguments: argparse.Namespace, method: str) -> int:
     if "source" in config:
         # A flow between two data sets: the new model keeps the parent's source.
         record["source"] = config["source"]
-    out.mkdir(parents=True)
+
+    pair_bytes = None
+    if previous is not None:
+        _check_resumable(out, previous, record, seed)
+        pairs = _read_pairs(out, previous["lineage"], student)
+        pair_seconds = float(previous["lineage"].get("pair_seconds", 0.0))
+        lineage["pairs_sha256"] = previous["lineage"]["pairs_sha256"]
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        context = _pair_context(arguments, config, wrapper, n, generator)
+        start = time.perf_counter()
+        pairs = reflow_pairs(
+            teacher,
+            n,
+            context,
+            solver=solver["method"],
+            steps=solver.get("steps"),
+            atol=solver.get("atol", PAIR_TOLERANCE),
+            rtol=solver.get("rtol", PAIR_TOLERANCE),
+            guidance=1.0 if guidance is None else float(guidance),
+            generator=generator,
+        )
+        pair_seconds = time.perf_counter() - start
+        pair_bytes = _pairs_bytes(pairs)
+        lineage["pairs_sha256"] = hashlib.sha256(pair_bytes).hexdigest()
+    # Seeded: a resumed run holds out the same pairs as the first start.
+    training_pairs, validation = _split(pairs, train["validation"], seed)
+    lineage["validation_pairs"] = 0 if validation is None else int(validation.x0.shape[0])
+    lineage["pair_seconds"] = round(pair_seconds, 3)
+
+    out.mkdir(parents=True, exist_ok=previous is not None)
     write_config(out, record)
+    if pair_bytes is not None:
+        atomic_write_bytes(out / PAIRS_FILE, pair_bytes)
     metrics = MetricsLog(
         out / METRICS_FILE, train["log_every"], None if validation is None else train["eval_every"]
     )
@@ -316,6 +478,7 @@ def _run(arguments: argparse.Namespace, method: str) -> int:
         quiet=arguments.quiet,
         checkpoint_dir=out / CHECKPOINTS,
         checkpoint_every=train["checkpoint_every"],
+        resume=previous is not None,
     )
     folded = standardize_model(
         student,
@@ -330,8 +493,9 @@ def _run(arguments: argparse.Namespace, method: str) -> int:
     if not arguments.quiet:
         last = history.loss[-1] if history.loss else float("nan")
         what = f"{lineage['k']}-rectified fm" if method == "reflow" else "one-step distilled"
+        drawn = "saved" if previous is not None else f"{pair_seconds:.1f} s to draw"
         print(
-            f"trained a {what} model on {n} pairs ({pair_seconds:.1f} s to draw) for "
+            f"trained a {what} model on {n} pairs ({drawn}) for "
             f"{history.steps_done} steps (loss {last:.4f}); run in {out}"
         )
     return 0
