@@ -208,3 +208,21 @@ def test_make_coupling_and_errors() -> None:
         sinkhorn_coupling(x0, x1, epsilon=0.0)
     with pytest.raises(ValueError, match="NaN"):
         ot_assignment(x0, torch.full_like(x1, float("nan")))
+
+
+@pytest.mark.parametrize("features", [2, 16])
+def test_ot_assignment_matches_scipy_on_the_plain_cost(features: int) -> None:
+    # The row and column reduction must not change the optimum: against scipy on the
+    # unreduced float64 cost of a full-size batch.
+    from scipy.optimize import linear_sum_assignment
+
+    generator = torch.Generator().manual_seed(features)
+    x0 = torch.randn(256, features, generator=generator)
+    x1 = 3.0 * torch.rand(256, features, generator=generator) - 1.0
+    cost = torch.cdist(x1.double(), x0.double()).square().numpy()
+    rows, columns = linear_sum_assignment(cost)
+    best = float(cost[rows, columns].sum())
+    perm = ot_assignment(x0, x1)
+    ours = float(((x0.double()[perm] - x1.double()) ** 2).sum())
+    assert ours == pytest.approx(best, rel=1e-6)
+    assert sorted(perm.tolist()) == list(range(256))

@@ -115,13 +115,16 @@ def ot_assignment(x0: Tensor, x1: Tensor) -> Tensor:
     .. math:: \pi^\star = \arg\min_{\pi \in S_n} \sum_i \lVert x_0[\pi(i)] - x_1[i] \rVert^2,
 
     on flattened rows, solved by the Hungarian-type algorithm of
-    ``scipy.optimize.linear_sum_assignment`` (O(n^3), on the CPU). The cost is
+    ``scipy.optimize.linear_sum_assignment`` (O(n^3), on the CPU) after the
+    Hungarian method's row and column reduction (Kuhn 1955), which leaves the
+    optimal assignments unchanged and shortens scipy's search. The cost is
     computed in the inputs' dtype and device and copied to the host.
 
     References:
         Tong et al. (2023), Improving and Generalizing Flow-Based Generative Models
         with Minibatch Optimal Transport;
-        Pooladian et al. (2023), Multisample Flow Matching.
+        Pooladian et al. (2023), Multisample Flow Matching;
+        Kuhn (1955), The Hungarian Method for the Assignment Problem.
 
     Args:
         x0: ``(n, *event)`` source points.
@@ -142,7 +145,13 @@ def ot_assignment(x0: Tensor, x1: Tensor) -> Tensor:
             "pip install scipy"
         ) from error
     with torch.no_grad():
-        cost = _squared_distances(x1.detach(), x0.detach()).cpu()
+        cost = _squared_distances(x1.detach(), x0.detach())
+        # The Hungarian method's opening step: subtracting each row's and then each
+        # column's minimum changes every assignment's cost by the same constant, so
+        # the optimal assignments stay the same, and scipy finds them 1.0-2.8x faster
+        # on batches of 512 (bench/README.md).
+        cost = cost - cost.amin(dim=1, keepdim=True)
+        cost = (cost - cost.amin(dim=0, keepdim=True)).cpu()
     if cost.dtype not in (torch.float32, torch.float64):
         cost = cost.to(torch.float64)
     matrix = cost.numpy()
