@@ -198,8 +198,10 @@ def fit(
                 if preparer.enabled:
                     coming = range(loop.step + 1, min(loop.step + 1 + workers, steps))
                     if any(preparer.wants(step) for step in coming):
-                        for step, index in zip(coming, batches.upcoming(len(coming)), strict=False):
-                            preparer.ahead(step, *rows(index))
+                        # Usually one step is new; only its rows are gathered.
+                        for step, index in zip(coming, batches.upcoming(len(coming)), strict=True):
+                            if preparer.wants(step):
+                                preparer.ahead(step, *rows(index))
                 lr_now = lr * warmup_cosine(loop.step, steps, warmup, final_lr)
                 logs = loop.train_step(
                     loss_of, batch, batch_context, lr_now, clip, request, prepared
