@@ -21,3 +21,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a test module, the session's setting restored after.
+
+    Small models train fastest on one thread, and more only contend for cores that
+    other processes share; a module that compares with subprocesses also matches
+    theirs. Use it as ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

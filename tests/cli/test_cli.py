@@ -19,14 +19,7 @@ from pushforward.data import load_dataset
 TINY = ["--set", "transforms=2", "--set", "hidden=[16]", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The tiny flows here run fastest on one thread (more only contend when other
-    # processes share the cores); the session's setting is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_moons(out: Path, *extra: str) -> int:

@@ -46,13 +46,7 @@ checkpoint_every = {INTERVAL}
 RUN_FILES = {"checkpoints", "config.json", "metrics.jsonl", "model.json", "model.safetensors"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The reference run trains in this process; one thread, as the subprocesses.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

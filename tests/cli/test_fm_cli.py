@@ -18,12 +18,7 @@ TINY_FM = ["--set", "hidden=[32,32]", "--set", "time_embedding=8", "--quiet"]
 FAST = ["--solver", "rk4", "--steps", "8"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_fm(out: Path, *extra: str) -> int:

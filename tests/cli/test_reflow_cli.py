@@ -34,12 +34,7 @@ TINY = ["--set", "hidden=[32,32]", "--set", "time_embedding=8", "--quiet"]
 PAIRS = ["--pairs", "600", "--steps", "30", "--batch-size", "128", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

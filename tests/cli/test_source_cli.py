@@ -23,12 +23,7 @@ TARGET_SCALE = np.array([1.0, 3.0])
 TARGET_SHIFT = np.array([-1.0, 2.0])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def source_points(n: int, rng: np.random.Generator) -> np.ndarray:

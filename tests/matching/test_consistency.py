@@ -31,13 +31,7 @@ from pushforward.serialization import save
 from pushforward.train import fit
 from pushforward.train.callbacks import Callback
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class LinearField(nn.Module):

@@ -18,13 +18,7 @@ from pushforward.metrics import energy_distance
 from pushforward.standardized import standardize_model
 from tests.contract import randomize_
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_teacher(**options: object) -> FlowMatching:

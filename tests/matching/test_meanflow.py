@@ -29,12 +29,7 @@ from tests.contract import randomize_
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_meanflow(**options: object) -> MeanFlow:

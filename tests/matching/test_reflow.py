@@ -24,13 +24,7 @@ from pushforward.matching.schedulers import CondOTScheduler
 from pushforward.matching.time_sampling import sample_times
 from pushforward.metrics import energy_distance, straightness
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class LinearField(nn.Module):

@@ -28,13 +28,7 @@ from pushforward.metrics import energy_distance
 from pushforward.registry import build
 from pushforward.train import fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class AtZeroStep(nn.Module):
