@@ -397,25 +397,3 @@ def test_cli_train_sample_eval_load(tmp_path: Path, capsys: pytest.CaptureFixtur
     code = main(["sample", str(run), "-n", "5", "--out", str(tmp_path / "x.npy"),
                  "--solver", "rk4"])  # fmt: skip
     assert code == 2 and "takes no --solver" in capsys.readouterr().err
-
-
-def test_fast_exact_divergence_matches_the_generic_trace() -> None:
-    # log_prob uses the network's hand-pushed Jacobian trace; the generic
-    # forward-mode trace of the same field must give the same density.
-    from pushforward.ode.likelihood import log_likelihood
-
-    torch.manual_seed(3)
-    model = pushforward.build("meanflow", features=2, hidden=[16, 16], time_embedding=8).double()
-    for parameter in model.parameters():
-        parameter.data.add_(0.2 * torch.randn_like(parameter))
-    x = torch.randn(6, 2, dtype=torch.float64)
-    fast = model.log_prob(x, solver="rk4", steps=8)
-    generic = log_likelihood(
-        lambda t, z: model.velocity(z, t.expand(z.shape[0])),
-        x,
-        model.base.log_prob,
-        method="rk4",
-        steps=8,
-        divergence="exact",
-    ).log_prob
-    torch.testing.assert_close(fast, generic, atol=1e-10, rtol=1e-10)

@@ -340,25 +340,3 @@ def test_bad_options_are_clear_errors(options: dict, message: str) -> None:
 def test_bad_sampling_steps_are_an_error() -> None:
     with pytest.raises(ValueError, match="steps"):
         tiny().sample(3, steps=0)
-
-
-def test_fast_exact_divergence_matches_the_generic_trace() -> None:
-    # log_prob uses the network's hand-pushed Jacobian trace; the generic
-    # forward-mode trace of the same field must give the same density.
-    from pushforward.ode.likelihood import log_likelihood
-
-    torch.manual_seed(4)
-    model = pushforward.build("shortcut", features=2, hidden=[16, 16], time_embedding=8).double()
-    for parameter in model.parameters():
-        parameter.data.add_(0.2 * torch.randn_like(parameter))
-    x = torch.randn(6, 2, dtype=torch.float64)
-    fast = model.log_prob(x, solver="rk4", steps=8)
-    generic = log_likelihood(
-        lambda t, z: model.velocity(z, t.expand(z.shape[0])),
-        x,
-        model.base.log_prob,
-        method="rk4",
-        steps=8,
-        divergence="exact",
-    ).log_prob
-    torch.testing.assert_close(fast, generic, atol=1e-10, rtol=1e-10)
