@@ -7,6 +7,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pushforward.inference import InferenceOptions, NoOptions, resolve_options
+from pushforward.options import closest
+from pushforward.transforms.preprocessing import Preprocessing
+
 
 class Model(nn.Module):
     r"""A generative model: a pushforward of a simple base distribution.
@@ -21,8 +25,16 @@ class Model(nn.Module):
     same leading size as the data, or one row broadcast to all of it; ``None``
     for unconditional models.
 
+    The public methods take and return values in the data's own units: the
+    model's :class:`~pushforward.transforms.preprocessing.Preprocessing` maps
+    them into the model's units (a fitted standardisation, or the identity) and
+    its log-determinant enters ``log_prob``. Inference options (an ODE solver,
+    say) are declared as dataclasses (``sample_options``, ``log_prob_options``),
+    checked here and passed on.
+
     Subclasses set ``event_shape`` and ``context_features`` and implement
-    ``_log_prob`` / ``_rsample_and_log_prob`` on validated inputs; the public
+    ``_log_prob`` / ``_rsample_and_log_prob`` (and ``_loss`` where it is not the
+    negative log-likelihood) on validated inputs in the model's units; the public
     methods here check the inputs at the boundary and raise errors that name the
     problem.
     """
@@ -34,60 +46,126 @@ class Model(nn.Module):
     # CLI refuses to train them from data before it writes anything.
     trains_from_data: ClassVar[bool] = True
 
+    # What ``sample`` / ``rsample`` and ``log_prob`` accept, validated here.
+    sample_options: ClassVar[type[InferenceOptions]] = NoOptions
+    log_prob_options: ClassVar[type[InferenceOptions]] = NoOptions
+
     event_shape: tuple[int, ...]
     context_features: int
+    preprocessing: Preprocessing
     # Filled by ``pushforward.build``: the registered name and the keywords that
     # rebuild this model, so that ``save``/``load`` need no pickle.
     config: dict[str, Any]
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The identity until fitted (``pushforward.train_run`` fits a standardisation).
+        self.preprocessing = Preprocessing()
+
     # -- the protocol ---------------------------------------------------------
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """The scalar training objective; by default the mean negative log-likelihood."""
-        return -self.log_prob(x, context).mean()
+    def loss(
+        self, x: Tensor, context: Tensor | None = None, prepared: Any = None
+    ) -> Tensor:
+        """The scalar training objective on data in the data's units.
 
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of ``x: (batch, *event_shape)``; returns ``(batch,)``."""
-        self._require("log_prob", self.has_log_prob)
+        The model's objective (:meth:`_loss`) on the preprocessed batch; for a
+        discrete flow, the mean negative log-likelihood in the model's units (the
+        preprocessing's log-determinant is a constant left out). ``prepared`` is
+        the batch's work done ahead by :meth:`prepare_batch`, on preprocessed values.
+        """
         x = self.check_input(x)
         context = self.check_context(context, x.shape[0])
-        return self._log_prob(x, context)
+        z, _ = self.preprocessing.encode(x)
+        return self._loss(z, self.preprocessing.encode_context(context), prepared)
 
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """Draws ``n`` samples ``(n, *event_shape)`` without tracking gradients."""
+    def log_prob(self, x: Tensor, context: Tensor | None = None, **options: Any) -> Tensor:
+        """Log-density of ``x: (batch, *event_shape)`` in the data's units; returns ``(batch,)``.
+
+        ``options`` are this model's ``log_prob_options`` (an ODE solver and its
+        tolerances, say); an unknown one is an error listing the valid ones.
+        """
+        self._require("log_prob", self.has_log_prob)
+        resolved = resolve_options(self.log_prob_options, options, self._method("log_prob"))
+        x = self.check_input(x)
+        context = self.check_context(context, x.shape[0])
+        z, logabsdet = self.preprocessing.encode(x)
+        log_prob = self._log_prob(z, self.preprocessing.encode_context(context), resolved)
+        return log_prob if logabsdet is None else log_prob + logabsdet
+
+    def sample(self, n: int, context: Tensor | None = None, **options: Any) -> Tensor:
+        """Draws ``n`` samples ``(n, *event_shape)`` without tracking gradients.
+
+        ``options`` are this model's ``sample_options``.
+        """
         self._require("sample", self.has_sample)
+        resolved = resolve_options(self.sample_options, options, self._method("sample"))
         with torch.no_grad():
-            return self._rsample_and_log_prob(*self._sampling_args(n, context), False)[0]
+            return self._draw(n, context, resolved, None)[0]
 
-    def rsample(self, n: int, context: Tensor | None = None) -> Tensor:
+    def rsample(self, n: int, context: Tensor | None = None, **options: Any) -> Tensor:
         """Draws ``n`` reparameterised samples: gradients flow to the parameters."""
         self._require("rsample", self.has_rsample)
-        return self._rsample_and_log_prob(*self._sampling_args(n, context), False)[0]
+        resolved = resolve_options(self.sample_options, options, self._method("rsample"))
+        return self._draw(n, context, resolved, None)[0]
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Draws ``n`` samples and their log-densities in one pass, without gradients."""
+    def sample_and_log_prob(
+        self, n: int, context: Tensor | None = None, **options: Any
+    ) -> tuple[Tensor, Tensor]:
+        """Draws ``n`` samples and their log-densities in one pass, without gradients.
+
+        ``options`` may name any of ``sample_options`` and ``log_prob_options``;
+        a name both declare (an ODE ``solver``) applies to both.
+        """
         self._require("sample_and_log_prob", self.has_sample and self.has_log_prob)
+        sampling, scoring = self._joint_options(options, "sample_and_log_prob")
         with torch.no_grad():
-            samples, log_prob = self._rsample_and_log_prob(*self._sampling_args(n, context), True)
+            samples, log_prob = self._draw(n, context, sampling, scoring)
         assert log_prob is not None
         return samples, log_prob
 
-    def rsample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def rsample_and_log_prob(
+        self, n: int, context: Tensor | None = None, **options: Any
+    ) -> tuple[Tensor, Tensor]:
         """Reparameterised samples and their log-densities (for reverse-KL training)."""
         self._require("rsample_and_log_prob", self.has_rsample and self.has_log_prob)
-        samples, log_prob = self._rsample_and_log_prob(*self._sampling_args(n, context), True)
+        sampling, scoring = self._joint_options(options, "rsample_and_log_prob")
+        samples, log_prob = self._draw(n, context, sampling, scoring)
         assert log_prob is not None
         return samples, log_prob
+
+    def preprocess(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Checked data and context in the model's units, and the log-determinant (or ``None``)."""
+        x = self.check_input(x)
+        context = self.check_context(context, x.shape[0])
+        z, logabsdet = self.preprocessing.encode(x)
+        return z, self.preprocessing.encode_context(context), logabsdet
+
+    def set_preprocessing(self, preprocessing: Preprocessing) -> Model:
+        """Installs ``preprocessing`` (fitted to training data) and returns the model.
+
+        Raises:
+            ValueError: a context map for an unconditional model, or a source map
+                for a model without an empirical source.
+        """
+        if not isinstance(preprocessing, Preprocessing):
+            raise TypeError(f"expected a Preprocessing, got {type(preprocessing).__name__}")
+        if preprocessing.context is not None and self.context_features == 0:
+            raise ValueError("a context preprocessing was given for an unconditional model")
+        self.preprocessing = preprocessing
+        return self
 
     # -- work ahead of the training step ---------------------------------------
 
     def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Any:
         """Work on a training batch that reads no parameter, done one step ahead.
 
-        The training engine calls this for the *next* batch in a background
-        thread while the current step trains, and hands the result to
-        ``loss(x, context, prepared=...)``. A flow-matching model solves its
-        minibatch optimal-transport assignment here, so the assignment costs no
+        The training engine calls this for the *next* batch (in the model's
+        units) in a background thread while the current step trains, and hands
+        the result to ``_loss(x, context, prepared)``. A flow-matching model solves
+        its minibatch optimal-transport assignment here, so the assignment costs no
         wall time. Randomness must come from ``torch.Generator().manual_seed(seed)``
         (the engine derives ``seed`` from the run's seed, the step and the rank),
         never from the global generator the training step uses, so runs stay
@@ -95,15 +173,58 @@ class Model(nn.Module):
         """
         return None
 
-    # -- what subclasses implement --------------------------------------------
+    # -- what subclasses implement, on values in the model's units ------------
 
-    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+    def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:
+        """The training objective on checked, preprocessed values; by default the mean NLL."""
+        return -self._log_prob(x, context, self.log_prob_options()).mean()
+
+    def _log_prob(self, x: Tensor, context: Tensor | None, options: Any) -> Tensor:
         raise NotImplementedError
 
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self, n: int, context: Tensor | None, options: Any, log_prob_options: Any | None
     ) -> tuple[Tensor, Tensor | None]:
+        """``n`` samples, and their log-densities when ``log_prob_options`` is not ``None``."""
         raise NotImplementedError
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _draw(
+        self, n: int, context: Tensor | None, options: Any, log_prob_options: Any | None
+    ) -> tuple[Tensor, Tensor | None]:
+        n, context = self._sampling_args(n, context)
+        z, log_prob = self._rsample_and_log_prob(
+            n, self.preprocessing.encode_context(context), options, log_prob_options
+        )
+        x, logabsdet = self.preprocessing.decode(z)
+        if log_prob is not None and logabsdet is not None:
+            log_prob = log_prob - logabsdet
+        return x, log_prob
+
+    def _joint_options(
+        self, options: dict[str, Any], method: str
+    ) -> tuple[InferenceOptions, InferenceOptions]:
+        sampling_names = self.sample_options.names()
+        scoring_names = self.log_prob_options.names()
+        valid = list(dict.fromkeys([*sampling_names, *scoring_names]))
+        for name in options:
+            if name not in valid:
+                listed = ", ".join(valid) if valid else "none"
+                raise ValueError(
+                    f"unknown option {name!r} for {self._method(method)}{closest(name, valid)}; "
+                    f"valid options: {listed}"
+                )
+        sampling = {k: v for k, v in options.items() if k in sampling_names}
+        scoring = {k: v for k, v in options.items() if k in scoring_names}
+        return (
+            resolve_options(self.sample_options, sampling, self._method(method)),
+            resolve_options(self.log_prob_options, scoring, self._method(method)),
+        )
+
+    def _method(self, method: str) -> str:
+        name = (getattr(self, "config", None) or {}).get("model", type(self).__name__)
+        return f"{name}.{method}"
 
     # -- validation at the boundary -------------------------------------------
 
@@ -141,8 +262,11 @@ class Model(nn.Module):
                     return buffer
         return None
 
-    def check_input(self, x: Tensor) -> Tensor:
-        """Checks that ``x`` is a finite floating tensor ``(batch, *event_shape)``."""
+    def check_input(self, x: Tensor, match_dtype: bool = True) -> Tensor:
+        """Checks that ``x`` is a finite floating tensor ``(batch, *event_shape)``.
+
+        With ``match_dtype`` (the default) its dtype must be the model's.
+        """
         if not isinstance(x, Tensor):
             raise TypeError(f"expected a torch.Tensor of data, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -158,14 +282,16 @@ class Model(nn.Module):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("data contains NaN or Inf values")
         reference = self._reference()
-        if reference is not None and reference.dtype != x.dtype:
+        if match_dtype and reference is not None and reference.dtype != x.dtype:
             raise TypeError(
                 f"data has dtype {x.dtype} but the model's parameters are {reference.dtype}; "
                 f"convert one of them (for instance model.to({x.dtype}))"
             )
         return x
 
-    def check_context(self, context: Tensor | None, batch: int) -> Tensor | None:
+    def check_context(
+        self, context: Tensor | None, batch: int, match_dtype: bool = True
+    ) -> Tensor | None:
         """Checks a context against the model and expands one row to ``batch`` rows."""
         wanted = self.context_features
         if wanted == 0:
@@ -201,7 +327,7 @@ class Model(nn.Module):
         if not bool(torch.isfinite(context).all()):
             raise ValueError("context contains NaN or Inf values")
         reference = self._reference()
-        if reference is not None and reference.dtype != context.dtype:
+        if match_dtype and reference is not None and reference.dtype != context.dtype:
             raise TypeError(
                 f"context has dtype {context.dtype} "
                 f"but the model's parameters are {reference.dtype}"

@@ -16,9 +16,13 @@ from safetensors.torch import save as safetensors_save
 
 from pushforward.model import Model
 from pushforward.registry import build
+from pushforward.transforms.preprocessing import Preprocessing
 
 FORMAT = "pushforward-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 folded the standardisation into a flow's transform or a wrapper model;
+version 2 stores it as the model's preprocessing. Both load."""
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -96,10 +100,10 @@ def save(model: Model, directory: str | os.PathLike[str]) -> Path:
         "dtype": _floating_dtype(model),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    if config.get("standardization"):
-        # A flow fitted to standardised data, saved in the data's original units:
-        # the shapes of the folded standardisation (its values are in the weights).
-        description["standardization"] = config["standardization"]
+    preprocessing = model.preprocessing.description()
+    if preprocessing:
+        # What the fitted preprocessing is (its statistics are in the weights).
+        description["preprocessing"] = preprocessing
     atomic_write_bytes(directory / WEIGHTS_FILE, weights)
     atomic_write_bytes(directory / CONFIG_FILE, json.dumps(description, indent=2).encode())
     return directory
@@ -117,21 +121,64 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pushforward model description")
     version = description.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(
-            f"{path} has format version {version}; this pushforward reads version {FORMAT_VERSION}"
+            f"{path} has format version {version}; this pushforward reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     return description
 
 
-def _fold_placeholder(model: Model, standardization: Any, directory: Path) -> Model:
-    from pushforward.standardized import placeholder_standardization
+def _upgrade_version_1(
+    description: dict[str, Any], state: dict[str, torch.Tensor], path: Path
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A version-1 description and state dict in version 2's terms.
 
-    if not isinstance(standardization, dict) or "event_shape" not in standardization:
-        raise ValueError(
-            f"{directory / CONFIG_FILE} describes a standardisation this model cannot hold"
-        )
-    return placeholder_standardization(model, standardization)
+    Version 1 kept the standardisation inside the model: a flow's transform was
+    ``Compose([Standardize, T])`` (``T`` inside a context-standardising wrapper
+    for conditional flows), any other model sat in a wrapper with ``mean``,
+    ``std``, ``context_mean``, ... buffers around ``model.*``.
+    """
+    folded = description.get("standardization")
+    if not folded:
+        return description, state
+    if not isinstance(folded, dict) or "event_shape" not in folded:
+        raise ValueError(f"{path} describes a standardisation this model cannot hold")
+    shape = [int(d) for d in folded["event_shape"]]
+    width = int(folded.get("context", 0))
+    preprocessing: dict[str, Any] = {"data": {"kind": "standardize", "shape": shape}}
+    if width:
+        preprocessing["context"] = {"kind": "standardize", "shape": [width]}
+    upgraded: dict[str, torch.Tensor] = {}
+    if "mean" in state:  # the wrapper of a model that is not a flow
+        if folded.get("source"):
+            preprocessing["source"] = {"kind": "standardize", "shape": shape}
+        renames = {
+            "mean": "preprocessing.data.mean",
+            "std": "preprocessing.data.std",
+            "context_mean": "preprocessing.context.mean",
+            "context_std": "preprocessing.context.std",
+            "source_mean": "preprocessing.source.mean",
+            "source_std": "preprocessing.source.std",
+        }
+        for key, value in state.items():
+            upgraded[renames.get(key, key.removeprefix("model."))] = value
+    else:  # a flow with the standardisation folded into its transform
+        first, second = "transform.transforms.0.", "transform.transforms.1."
+        for key, value in state.items():
+            if key.startswith(first):
+                upgraded["preprocessing.data." + key.removeprefix(first)] = value
+            elif width and key in (second + "mean", second + "std"):
+                upgraded["preprocessing.context." + key.removeprefix(second)] = value
+            elif width and key.startswith(second + "transform."):
+                upgraded["transform." + key.removeprefix(second + "transform.")] = value
+            elif key.startswith(second):
+                upgraded["transform." + key.removeprefix(second)] = value
+            else:
+                upgraded[key] = value
+    description = {**description, "preprocessing": preprocessing}
+    description.pop("standardization")
+    return description, upgraded
 
 
 def load(
@@ -156,10 +203,12 @@ def load(
         state = safetensors_load(weights)
     except SafetensorError as error:
         raise ValueError(f"{weights_path} is not a valid safetensors file ({error})") from None
+    if description["format_version"] == 1:
+        description, state = _upgrade_version_1(description, state, directory / CONFIG_FILE)
     model = build(description["model"], **description["options"])
-    if description.get("standardization"):
-        model = _fold_placeholder(model, description["standardization"], directory)
     dtype = getattr(torch, description.get("dtype", "float32"))
+    if description.get("preprocessing"):
+        model.set_preprocessing(Preprocessing.placeholder(description["preprocessing"], dtype))
     model.to(dtype=dtype)
     try:
         model.load_state_dict(state, strict=True)

@@ -118,7 +118,8 @@ def test_eval_default_seed_avoids_the_training_sample(
 def test_models_declare_their_training_defaults(tmp_path: Path) -> None:
     from argparse import Namespace
 
-    from pushforward.cli.train import TRAIN_DEFAULTS, resolve
+    from pushforward.cli.train import resolve
+    from pushforward.train.config import TrainingConfig
     from pushforward.registry import train_defaults
 
     def arguments(model: str, config: str | None = None, lr: float | None = None) -> Namespace:
@@ -134,12 +135,12 @@ def test_models_declare_their_training_defaults(tmp_path: Path) -> None:
         )
 
     assert train_defaults("fm") == {"lr": 5e-3}
-    assert resolve(arguments("fm"))[2]["lr"] == 5e-3
-    assert resolve(arguments("nsf"))[2]["lr"] == TRAIN_DEFAULTS["lr"]
+    assert resolve(arguments("fm"))[2].lr == 5e-3
+    assert resolve(arguments("nsf"))[2].lr == TrainingConfig().lr
     config = tmp_path / "c.toml"
     config.write_text("[train]\nlr = 2e-4\n")
-    assert resolve(arguments("fm", str(config)))[2]["lr"] == 2e-4  # the config file wins
-    assert resolve(arguments("fm", str(config), lr=3e-3))[2]["lr"] == 3e-3  # the flag wins
+    assert resolve(arguments("fm", str(config)))[2].lr == 2e-4  # the config file wins
+    assert resolve(arguments("fm", str(config), lr=3e-3))[2].lr == 3e-3  # the flag wins
     with pytest.raises(ValueError, match="unknown model"):
         train_defaults("no-such-model")
 

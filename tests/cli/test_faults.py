@@ -24,7 +24,7 @@ import torch
 
 import pushforward
 from pushforward.cli.main import main
-from pushforward.cli.run_directory import read_metrics
+from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.train.checkpoint import latest_checkpoint, verify_checkpoint
 

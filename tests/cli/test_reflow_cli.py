@@ -21,7 +21,7 @@ import pushforward
 from pushforward.cli import reflow as reflow_cli
 from pushforward.cli.main import main
 from pushforward.cli.report import summarize_run, write_evaluation
-from pushforward.cli.run_directory import read_metrics
+from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.matching.distill import DistilledFlow
 from pushforward.matching.model import FlowMatching

@@ -17,7 +17,7 @@ import pytest
 from pushforward.cli.demo import main_demo
 from pushforward.cli.main import main
 from pushforward.cli.report import write_evaluation, write_report
-from pushforward.cli.run_directory import read_metrics
+from pushforward.train.run_directory import read_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "link", "input"}

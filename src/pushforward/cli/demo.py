@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pushforward.cli.report import write_evaluation, write_report
-from pushforward.cli.run_directory import CONFIG_FILE, read_config
+from pushforward.train.run_directory import CONFIG_FILE, read_config
 from pushforward.serialization import atomic_write_bytes
 
 DEMO_MODELS = ("nsf", "fm", "meanflow")

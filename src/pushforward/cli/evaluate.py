@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pushforward.cli.run_directory import read_config
+from pushforward.train.run_directory import read_config
 from pushforward.data import bits_per_dim, load_array, load_dataset
 from pushforward.model import Model
 from pushforward.serialization import atomic_write_bytes, load

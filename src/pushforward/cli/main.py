@@ -36,14 +36,21 @@ config.toml:
   [model]            # any keyword of the model (see pushforward.build)
   transforms = 4
   hidden = [64, 64]
-  [train]            # steps, batch_size, lr, seed, n, validation, ema, warmup,
-  steps = 5000       # clip, weight_decay, log_every, eval_every,
-  lr = 2e-3          # checkpoint_every, patience
+  [train]            # steps, max_steps, batch_size, lr, seed, n, validation, ema,
+  steps = 5000       # warmup, clip, weight_decay, log_every, eval_every,
+  lr = 2e-3          # checkpoint_every, patience, prepare_workers
+
+Without --steps (or steps in [train]) a run trains to convergence: until the
+validation loss has not improved for 10 validations (patience; one every
+eval_every = 100 steps), at most max_steps = 20000 steps, and keeps the best
+weights; config.json's train.budget and train.result say how it ended. --steps N
+trains exactly N steps (a run without validation rows trains 2000).
 
 --set values are TOML literals: 4, 1e-3, [64, 64], true, "text". Flags override
 the config file. features and context are set from the data. Data and context
-are standardised with statistics of the training split; the saved model folds
-the standardisation in, so pushforward.load(RUN_DIR) works in the data's units.
+are standardised with statistics of the training split; the saved model holds
+the standardisation as its preprocessing, so pushforward.load(RUN_DIR) works in
+the data's units.
 
 --source FILE (flow matching, fm) learns a flow from the rows of FILE onto the
 data instead of from a Gaussian (Liu et al. 2023, rectified flow): FILE has the
@@ -211,7 +218,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help=f"model name ({', '.join(available())})")
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--config", help="TOML file with [model] and [train] tables")
-    train.add_argument("--steps", type=int, help="optimisation steps (default 2000)")
+    train.add_argument(
+        "--steps", type=int, help="optimisation steps (default: train to convergence)"
+    )
     train.add_argument("--batch-size", type=int, dest="batch_size", help="minibatch size (512)")
     train.add_argument("--lr", type=float, help="peak learning rate (1e-3)")
     train.add_argument("--seed", type=int, help="random seed (0)")

@@ -11,7 +11,7 @@ import torch
 
 from pushforward.cli.evaluate import open_run
 from pushforward.cli.report import write_report
-from pushforward.cli.run_directory import read_metrics
+from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.model import Model
 

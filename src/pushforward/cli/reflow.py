@@ -26,7 +26,7 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from pushforward.cli.evaluate import open_run
-from pushforward.cli.run_directory import (
+from pushforward.train.run_directory import (
     CHECKPOINTS,
     CONFIG_FILE,
     METRICS_FILE,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pushforward.cli.run_directory import CHECKPOINTS, package_version, read_config, read_metrics
+from pushforward.train.run_directory import CHECKPOINTS, package_version, read_config, read_metrics
 from pushforward.serialization import atomic_write_bytes
 from pushforward.train.checkpoint import latest_checkpoint
 

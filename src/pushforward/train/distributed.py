@@ -64,9 +64,8 @@ class LossModule(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, context: Tensor | None = None, prepared: Any = None) -> Tensor:
-        if prepared is None:
-            return self.model.loss(x, context)
-        return self.model.loss(x, context, prepared=prepared)  # type: ignore[call-arg]
+        # The engine checked and preprocessed the data set once: the model's own units.
+        return self.model._loss(x, context, prepared)
 
 
 def loss_function(model: Model, where: Placement) -> nn.Module:

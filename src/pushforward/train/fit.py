@@ -12,6 +12,7 @@ from torch import Tensor
 from pushforward.model import Model
 from pushforward.train.batches import EpochBatches
 from pushforward.train.callbacks import Callback
+from pushforward.train.config import validation_split
 from pushforward.train.distributed import loss_function, placement
 from pushforward.train.ema import EMA
 from pushforward.train.history import History
@@ -100,7 +101,9 @@ def fit(
 
     Args:
         model: any pushforward model.
-        data: ``(n, *event_shape)`` training data.
+        data: ``(n, *event_shape)`` training data in the data's units; the model's
+            preprocessing maps the whole set once (float64 data are mapped in
+            float64, then cast to the model's dtype).
         context: ``(n, context)`` conditioning inputs, or ``None``.
         steps: optimisation steps in all (a resumed run counts those already done).
         batch_size: global minibatch size (capped at the training-set size).
@@ -260,25 +263,49 @@ def _optimizer(
     raise ValueError(f"unknown optimizer {name!r}; use 'adam' or 'adamw'")
 
 
+def preprocessed_rows(
+    model: Model, data: Tensor, context: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Checked rows of data and context in the model's units, once for the whole set.
+
+    With a fitted preprocessing the data may come in float64 (the precision its
+    statistics were fitted in): they are mapped in float64 and then cast to the
+    model's dtype. Without one, the data must already be in the model's dtype.
+    """
+    if model.preprocessing.identity:
+        data = model.check_input(data)
+        return data, model.check_context(context, data.shape[0])
+    if not model.preprocessing.deterministic:
+        raise ValueError(
+            "the model's preprocessing draws noise, so fit cannot map the data set once; "
+            "this engine supports deterministic preprocessing only"
+        )
+    data = model.check_input(data, match_dtype=False)
+    context = model.check_context(context, data.shape[0], match_dtype=False)
+    reference = model._reference()
+    dtype = data.dtype if reference is None else reference.dtype
+    encoded = model.preprocessing.encode(data)[0].to(dtype)
+    if context is not None:
+        context = model.preprocessing.encode_context(context).to(dtype)
+    return encoded, context
+
+
 def _split(
     model: Model, data: Tensor, context: Tensor | None, validation: Validation, seed: int
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Checks the inputs and returns ``(train_x, train_c, val_x, val_c)``."""
+    """Checks and preprocesses the inputs; returns ``(train_x, train_c, val_x, val_c)``."""
     if not isinstance(data, Tensor) or data.ndim == 0 or data.shape[0] == 0:
         raise ValueError("the training data is empty")
-    model.check_input(data)
-    context = model.check_context(context, data.shape[0])
+    data, context = preprocessed_rows(model, data, context)
     if validation is None:
         return data, context, None, None
     if isinstance(validation, float):
         if not 0.0 < validation < 1.0:
             raise ValueError(f"the validation fraction must be in (0, 1), got {validation}")
-        held = max(1, round(validation * data.shape[0]))
-        if held >= data.shape[0]:
+        train, val = validation_split(data.shape[0], validation, seed, minimum_rows=2)
+        if val is None:
             raise ValueError(f"validation={validation} leaves no training data")
-        order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed + 1))
-        order = order.to(data.device)
-        val, train = order[:held], order[held:]
+        train, val = train.to(data.device), val.to(data.device)
         return (
             data[train],
             None if context is None else context[train],
@@ -288,10 +315,10 @@ def _split(
     val_x, val_c = validation if isinstance(validation, tuple) else (validation, None)
     if val_x.shape[0] == 0:
         raise ValueError("the validation data is empty")
-    model.check_input(val_x)
     if val_c is not None and val_c.shape[0] != val_x.shape[0]:
         raise ValueError(
             f"validation context has {val_c.shape[0]} rows but there are "
             f"{val_x.shape[0]} validation rows"
         )
-    return data, context, val_x, model.check_context(val_c, val_x.shape[0])
+    val_x, val_c = preprocessed_rows(model, val_x, val_c)
+    return data, context, val_x, val_c

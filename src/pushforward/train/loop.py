@@ -139,7 +139,7 @@ class TrainingLoop:
             for begin in range(0, val_x.shape[0], chunk):
                 x = val_x[begin : begin + chunk]
                 c = None if val_c is None else val_c[begin : begin + chunk]
-                total += float(self.model.loss(x, c)) * x.shape[0]
+                total += float(self.model._loss(x, c)) * x.shape[0]
             loss = total / val_x.shape[0]
             best = self.history.best_val_loss
             if math.isfinite(loss) and (best is None or loss < best - min_delta):

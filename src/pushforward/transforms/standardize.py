@@ -1,14 +1,15 @@
 """Standardisation as a bijection that is part of the model, not a side table.
 
-A model trained on standardised data :math:`z = (x - \\mu)/\\sigma` becomes a model
-of the original data by composing :class:`Standardize` in front of its
-transform; its log-determinant is the change-of-units correction, so
-``log_prob`` and ``sample`` speak the data's original units.
+A model holds it in its :class:`~pushforward.transforms.preprocessing.Preprocessing`:
+the model learns :math:`z = (x - \\mu)/\\sigma`, and the log-determinant is the
+change-of-units correction, so ``log_prob`` and ``sample`` speak the data's
+original units.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,9 @@ class Standardize(Transform):
     where the sum runs over every event element (``mean``/``std`` broadcast to
     the event shape, so per-feature ``(D,)`` or per-channel ``(C, 1, 1)``
     statistics both work). ``mean`` and ``std`` are buffers: they move with the
-    module, are saved in its ``state_dict`` and are not trained. Composing
-    ``Compose([Standardize(mu, sigma), flow_transform])`` turns a flow fitted to
-    standardised data into one on the original scale:
+    module, are saved in its ``state_dict`` and are not trained. Held as a model's
+    preprocessing, it turns a model fitted to standardised data into one on the
+    original scale:
 
     .. math:: \log p_X(x) = \log p_Y\big((x - \mu)/\sigma\big) - \sum_i \log \sigma_i
 
@@ -62,12 +63,30 @@ class Standardize(Transform):
         self.register_buffer("mean", mean_t.clone())
         self.register_buffer("std", std_t.clone())
 
+    # A deterministic map: the training engine may apply it to a data set once.
+    deterministic = True
+    kind = "standardize"
+
     @classmethod
     def identity(
         cls, event_shape: tuple[int, ...], dtype: torch.dtype = torch.float64
     ) -> Standardize:
         """A placeholder (mean 0, std 1) of ``event_shape``, to be filled by ``load_state_dict``."""
         return cls(torch.zeros(event_shape, dtype=dtype), torch.ones(event_shape, dtype=dtype))
+
+    @classmethod
+    def fitted(cls, data: Tensor | np.ndarray) -> Standardize:
+        """The standardisation of ``data: (rows, *event_shape)`` (see :func:`fit_standardization`)."""
+        return cls(*fit_standardization(data))
+
+    def description(self) -> dict[str, Any]:
+        """What :meth:`placeholder` needs to rebuild this map before its buffers are loaded."""
+        return {"kind": self.kind, "shape": list(self.mean.shape)}
+
+    @classmethod
+    def placeholder(cls, description: dict[str, Any], dtype: torch.dtype) -> Standardize:
+        """An identity map of the described shape, to load saved statistics into."""
+        return cls.identity(tuple(int(d) for d in description["shape"]), dtype)
 
     def _logabsdet(self, x: Tensor) -> Tensor:
         log_std = torch.log(self.std.to(x)).expand(x.shape[1:])

@@ -1,0 +1,153 @@
+"""The training configuration of a run: the one source of its defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pushforward.options import closest
+from pushforward.registry import train_defaults
+
+CONVERGENCE_PATIENCE = 10
+"""Validations without improvement that end a run trained to convergence."""
+
+
+@dataclass
+class TrainingConfig:
+    """How a run trains: the ``[train]`` table of a config file, ``--set`` and the flags.
+
+    ``steps=None`` (the default) trains to convergence: until the validation
+    loss has not improved for ``patience`` validations (``CONVERGENCE_PATIENCE``
+    when ``patience`` is not set), at most ``max_steps`` steps, and the best
+    weights are restored; the learning rate warms up and decays over
+    ``max_steps``. A number of ``steps`` is a fixed budget, as is any run
+    without validation rows (``default_steps`` then). A model may declare its
+    own defaults at registration (``register("fm", train={"lr": 5e-3})``);
+    they come between these and a config file.
+
+    Example:
+        >>> config = TrainingConfig.resolve("nsf", overrides={"steps": 300})
+        >>> config.steps, config.lr, config.ema
+        (300, 0.001, 0.999)
+    """
+
+    steps: int | None = None
+    max_steps: int = 20_000
+    default_steps: int = 2000
+    batch_size: int = 512
+    lr: float = 1e-3
+    seed: int = 0
+    n: int | None = None
+    validation: float = 0.1
+    ema: float | None = 0.999
+    warmup: int = 100
+    clip: float | None = 5.0
+    weight_decay: float = 0.0
+    log_every: int = 100
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    patience: int | None = None
+    prepare_workers: int | None = None
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The option names, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def resolve(
+        cls,
+        model: str,
+        table: dict[str, Any] | None = None,
+        overrides: dict[str, Any] | None = None,
+        where: str = "training",
+    ) -> TrainingConfig:
+        """Defaults < the model's registered defaults < ``table`` < ``overrides`` (not ``None``).
+
+        Raises:
+            ValueError: an unknown option, named with the closest valid ones.
+        """
+        merged: dict[str, Any] = train_defaults(model)
+        for source in (table or {}, {k: v for k, v in (overrides or {}).items() if v is not None}):
+            valid = cls.names()
+            for key in source:
+                if key not in valid:
+                    raise ValueError(
+                        f"unknown {where} option {key!r}{closest(key, valid)}; "
+                        f"valid: {', '.join(valid)}"
+                    )
+            merged.update(source)
+        return cls(**merged)
+
+    @classmethod
+    def from_toml(cls, path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``[model]`` and ``[train]`` tables of a config file (empty without one)."""
+        if path is None:
+            return {}, {}
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file '{file}' does not exist")
+        try:
+            config = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config file '{file}' is not valid TOML ({error})") from None
+        unknown = sorted(set(config) - {"model", "train"})
+        if unknown:
+            raise ValueError(
+                f"config file '{file}' has unknown table(s) {', '.join(map(repr, unknown))}; "
+                "use [model] and [train]"
+            )
+        for table in ("model", "train"):
+            if not isinstance(config.get(table, {}), dict):
+                raise ValueError(f"config file '{file}': {table!r} must be a table")
+        valid = cls.names()
+        for key in config.get("train", {}):
+            if key not in valid:
+                raise ValueError(
+                    f"config file '{file}': unknown [train] option {key!r}{closest(key, valid)}; "
+                    f"valid: {', '.join(valid)}"
+                )
+        return dict(config.get("model", {})), dict(config.get("train", {}))
+
+    @property
+    def converges(self) -> bool:
+        """True when the run trains to convergence (no fixed ``steps``)."""
+        return self.steps is None
+
+    def budget(self, has_validation: bool) -> tuple[int, int | None]:
+        """The step budget and the patience ``fit`` runs with."""
+        if self.steps is not None:
+            return self.steps, self.patience
+        if not has_validation:
+            return self.default_steps, self.patience
+        patience = CONVERGENCE_PATIENCE if self.patience is None else self.patience
+        return self.max_steps, patience
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved options, for ``config.json``."""
+        return dataclasses.asdict(self)
+
+
+def validation_split(
+    n: int, fraction: float, seed: int, minimum_rows: int = 10
+) -> tuple[Tensor, Tensor | None]:
+    """Seeded training and validation row indices (no validation below ``minimum_rows``).
+
+    The permutation comes from a generator seeded with ``seed + 1``; the first
+    ``max(1, round(fraction * n))`` rows of it are held out.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    if not fraction or n < minimum_rows:
+        return order, None
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation must be a fraction in (0, 1), got {fraction}")
+    held = max(1, round(fraction * n))
+    if held >= n:
+        raise ValueError(f"validation={fraction} leaves no training data")
+    return order[held:], order[:held]

@@ -1,0 +1,302 @@
+"""A run: a model trained into a run directory, created or resumed, the same from Python and the CLI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pushforward.data import Dataset
+from pushforward.distributions import Empirical
+from pushforward.model import Model
+from pushforward.registry import build, builder_for
+from pushforward.serialization import save
+from pushforward.train.callbacks import Callback
+from pushforward.train.config import TrainingConfig, validation_split
+from pushforward.train.distributed import placement
+from pushforward.train.fit import fit
+from pushforward.train.history import History
+from pushforward.train.run_directory import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FORMAT,
+    RUN_FORMAT_VERSION,
+    MetricsLog,
+    package_version,
+    read_config,
+    write_config,
+)
+from pushforward.train.run_inputs import (
+    DataInput,
+    check_model_options,
+    read_context,
+    read_data,
+    read_source,
+)
+from pushforward.transforms.preprocessing import Preprocessing
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` made.
+
+    Attributes:
+        model: the trained model, in the data's units (its preprocessing fitted).
+        history: the training history (including the part before a resume).
+        directory: the run directory.
+        config: the resolved configuration written to ``config.json``.
+    """
+
+    model: Model
+    history: History
+    directory: Path
+    config: dict[str, Any]
+
+
+def _as_list(tensor: Tensor) -> list:
+    return tensor.tolist()
+
+
+def train_run(
+    out: str | os.PathLike[str],
+    data: DataInput,
+    model: str,
+    *,
+    context: DataInput | None = None,
+    source: str | None = None,
+    options: dict[str, Any] | None = None,
+    train: TrainingConfig | dict[str, Any] | None = None,
+    resume: bool = False,
+    quiet: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Trains model ``model`` on ``data`` into the run directory ``out``, or resumes it there.
+
+    The same steps as ``pushforward train``, which only parses its flags into
+    these arguments (so both give bitwise the same weights): read the data (a
+    file, ``builtin:NAME`` or an array), make the seeded train/validation split
+    once, fit the standardisation of data, context and source on the training
+    rows and install it as the model's preprocessing, build the model from the
+    seed, check that a resumed run is the same run, :func:`~pushforward.fit`,
+    and save the model (in the data's units) with ``config.json`` and
+    ``metrics.jsonl``.
+
+    Args:
+        out: the run directory (created; with ``resume`` one that holds a run).
+        data: a data file, ``builtin:NAME``, or rows ``(n, *event_shape)``.
+        model: a registered model name.
+        context: a context file or rows ``(n, c)``, one per data row.
+        source: a data file or ``builtin:NAME`` whose rows the model transports
+            onto the data (flow matching with an empirical source).
+        options: model options (``features`` and ``context`` come from the data).
+        train: a :class:`TrainingConfig`, or options overriding its defaults.
+        resume: continue the run in ``out`` from its last checkpoint.
+        quiet: no progress bar.
+        callbacks: extra :class:`~pushforward.train.callbacks.Callback` objects.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Example:
+        >>> import tempfile, pushforward
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     result = pushforward.train_run(
+        ...         out, "builtin:moons", "nsf", train={"steps": 20, "n": 500},
+        ...         options={"transforms": 2, "hidden": [16]},
+        ...     )
+        >>> result.history.steps_done
+        20
+    """
+    name = model
+    builder_for(name)  # an unknown name is an error listing the valid ones
+    options = dict(options or {})
+    config = train if isinstance(train, TrainingConfig) else TrainingConfig.resolve(name, None, train)
+    check_model_options(name, options, source)
+    out = Path(out)
+    previous = None
+    if (out / CONFIG_FILE).exists():
+        if not resume:
+            raise ValueError(
+                f"'{out}' already holds a run; pass --resume to continue it or choose another --out"
+            )
+        previous = read_config(out)
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' exists and is not a directory")
+
+    dataset = read_data(data, config.n, config.seed)
+    # Images (n, C, H, W) are modelled as vectors of C*H*W values by the vector flows;
+    # eval and sample reshape in and out.
+    values = dataset.values.reshape(dataset.values.shape[0], -1)
+    context_values = read_context(context, values.shape[0])
+    train_rows, val_rows = validation_split(values.shape[0], config.validation, config.seed)
+    source_set = source_values = None
+    if source is not None:
+        # seed + 1 draws the evaluation sample of a built-in set; the source is a third draw.
+        source_set = read_source(source, n=config.n, seed=config.seed + 2)
+        source_values = source_set.values.reshape(len(source_set), -1)
+        if source_values.shape[1] != values.shape[1]:
+            raise ValueError(
+                f"source '{source}' has {source_values.shape[1]} values per row but the "
+                f"data has {values.shape[1]}; the source and the data must have the same "
+                "number of features"
+            )
+        options = {**options, "base": "empirical", "source_rows": int(source_values.shape[0])}
+    # Fitted in float64 on the training rows; the source has its own statistics, so
+    # the flow works in standardised units at both ends.
+    preprocessing = Preprocessing.standardizing(
+        values[train_rows],
+        None if context_values is None else context_values[train_rows],
+        source_values,
+    )
+    width = 0 if context_values is None else context_values.shape[1]
+    # The initial weights come from the seed too, so a run is reproducible end to end.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        trained = build(name, features=values.shape[1], context=width, **options)
+    if not trained.trains_from_data:
+        raise ValueError(
+            f"model {name!r} is not trained from data; make it from a trained run "
+            f"(pushforward {'distill' if name == 'distilled' else 'reflow'} RUN_DIR --out ...)"
+        )
+    trained.set_preprocessing(preprocessing)
+    if source_values is not None:
+        base = getattr(trained, "base", None)
+        if not isinstance(base, Empirical):
+            raise TypeError(f"model {name!r} built with base 'empirical' has no empirical source")
+        base.assign_rows(preprocessing.encode_source(source_values).float())
+
+    has_validation = val_rows is not None
+    steps, patience = config.budget(has_validation)
+    resolved = _resolved_config(
+        name, trained, dataset, values, context, train_rows, val_rows, preprocessing, config
+    )
+    resolved["train"]["budget"] = {
+        "steps": steps,
+        "patience": patience,
+        "until": "convergence" if config.converges and has_validation else "steps",
+    }
+    if source_set is not None and source_values is not None:
+        resolved["source"] = {
+            "data": source_set.source,
+            "rows": int(source_values.shape[0]),
+            "event_shape": list(source_set.event_shape),
+        }
+    if previous is not None:
+        _check_resumable(out, previous, resolved)
+    where = placement()
+    if where.distributed:
+        # Under torchrun every rank checks out above before rank 0 writes into it.
+        torch.distributed.barrier()
+    if where.writes:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, resolved)
+
+    validation = None
+    if val_rows is not None:
+        validation = (
+            values[val_rows],
+            None if context_values is None else context_values[val_rows],
+        )
+    metrics = MetricsLog(
+        out / METRICS_FILE, config.log_every, None if validation is None else config.eval_every
+    )
+    history = fit(
+        trained,
+        values[train_rows],
+        None if context_values is None else context_values[train_rows],
+        steps=steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        warmup=min(config.warmup, max(steps // 10, 1)),
+        clip=config.clip,
+        weight_decay=config.weight_decay,
+        ema=config.ema,
+        validation=validation,
+        eval_every=config.eval_every,
+        patience=patience,
+        seed=config.seed,
+        log_every=config.log_every,
+        callbacks=[*([metrics] if where.writes else []), *callbacks],
+        quiet=quiet,
+        checkpoint_dir=out / CHECKPOINTS,
+        checkpoint_every=config.checkpoint_every,
+        resume=resume,
+        prepare_workers=config.prepare_workers,
+    )
+    # The statistics were fitted and applied in float64; the model keeps them in its dtype.
+    reference = trained._reference()
+    if reference is not None:
+        trained.preprocessing.to(reference.dtype)
+    resolved["train"]["result"] = {
+        "steps_done": history.steps_done,
+        "stopped_early": history.stopped_early,
+        "best_step": history.best_step,
+        "weights": history.weights,
+    }
+    if where.writes:
+        write_config(out, resolved)
+        save(trained, out)
+    return RunResult(trained, history, out, resolved)
+
+
+def _resolved_config(
+    name: str,
+    model: Model,
+    dataset: Dataset,
+    values: Tensor,
+    context: DataInput | None,
+    train_rows: Tensor,
+    val_rows: Tensor | None,
+    preprocessing: Preprocessing,
+    config: TrainingConfig,
+) -> dict[str, Any]:
+    mean, std = preprocessing.data.mean, preprocessing.data.std  # type: ignore[union-attr]
+    context_part = preprocessing.context
+    resolved: dict[str, Any] = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "pushforward_version": package_version(),
+        "model": {"name": name, "options": model.config["options"]},
+        "data": {
+            "source": dataset.source,
+            "context": context if context is None or isinstance(context, str) else "array",
+            "rows": int(values.shape[0]),
+            "event_shape": list(dataset.event_shape),
+            "train_rows": int(train_rows.numel()),
+            "validation_rows": 0 if val_rows is None else int(val_rows.numel()),
+            "levels": dataset.levels,
+        },
+        "standardization": {
+            "mean": _as_list(mean),
+            "std": _as_list(std),
+            # Losses in metrics.jsonl are in standardised units; add this to get
+            # the negative log-likelihood in the data's original units.
+            "log_std_sum": float(torch.log(std).sum()),
+            "context_mean": None if context_part is None else _as_list(context_part.mean),
+            "context_std": None if context_part is None else _as_list(context_part.std),
+        },
+        "train": config.as_dict(),
+    }
+    if preprocessing.source is not None:
+        resolved["standardization"]["source_mean"] = _as_list(preprocessing.source.mean)
+        resolved["standardization"]["source_std"] = _as_list(preprocessing.source.std)
+    return resolved
+
+
+def _check_resumable(out: Path, previous: dict[str, Any], resolved: dict[str, Any]) -> None:
+    if previous["model"] != resolved["model"]:
+        raise ValueError(
+            f"cannot resume '{out}': it holds model {previous['model']['name']!r} with "
+            f"options {previous['model']['options']}, not {resolved['model']['name']!r} with "
+            f"{resolved['model']['options']}"
+        )
+    if previous["data"] != resolved["data"]:
+        raise ValueError(f"cannot resume '{out}': it was trained on other data")
+    if previous.get("source") != resolved.get("source"):
+        raise ValueError(f"cannot resume '{out}': it was trained from another --source")
