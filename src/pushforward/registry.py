@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from pushforward.model import Model
+from pushforward.options import closest
 
 _BUILDERS: dict[str, Callable[..., Model]] = {}
 _TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -44,12 +44,6 @@ def train_defaults(name: str) -> dict[str, Any]:
 def available() -> list[str]:
     """The registered model names, sorted."""
     return sorted(_BUILDERS)
-
-
-def closest(word: str, choices: list[str]) -> str:
-    """A ``did you mean`` hint naming the closest of ``choices``, or an empty string."""
-    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in near)}?)" if near else ""
 
 
 def builder_for(name: str) -> Callable[..., Model]:

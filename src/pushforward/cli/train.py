@@ -32,7 +32,8 @@ from pushforward.data import (
 )
 from pushforward.distributions import Empirical
 from pushforward.model import Model
-from pushforward.registry import build, builder_for, closest, train_defaults
+from pushforward.options import closest
+from pushforward.registry import build, builder_for, train_defaults
 from pushforward.serialization import save
 from pushforward.standardized import standardize_model
 from pushforward.train.distributed import placement
