@@ -217,8 +217,9 @@ def reflow_chain(x: Tensor, steps: int, seed: int) -> list[Trained]:
     model's (Liu et al. 2023; InstaFlow, Liu et al. 2024). Each stage trains
     ``steps`` steps; the times include drawing the pairs.
     """
-    from pushforward.matching.distill import distill
-    from pushforward.matching.reflow import reflow, reflow_pairs
+    from pushforward.recipes.distill import distill
+    from pushforward.recipes.pairs import reflow_pairs
+    from pushforward.recipes.reflow import reflow
 
     fit_options = {"steps": steps, "batch_size": 512, "lr": 1e-3, "ema": 0.999, "quiet": True}
     parent, seconds = train("fm", {"coupling": "independent"}, x, steps, seed)
@@ -245,8 +246,8 @@ def distilled_ot(x: Tensor, steps: int, seed: int) -> Trained:
     the student learns the fm's own ODE map from as many dopri5 pairs as training
     points, starting from its weights. The time includes fm's training.
     """
-    from pushforward.matching.distill import distill
-    from pushforward.matching.reflow import reflow_pairs
+    from pushforward.recipes.distill import distill
+    from pushforward.recipes.pairs import reflow_pairs
 
     teacher, seconds = train("fm", {}, x, steps, seed)
     start = time.perf_counter()

@@ -6,7 +6,7 @@ three questions: ``log_prob``, ``sample`` and ``loss``.
 
 from __future__ import annotations
 
-from pushforward import flows, matching
+from pushforward import fewstep, flows, matching, recipes
 from pushforward.flows import Flow
 from pushforward.matching import FlowMatching
 from pushforward.model import Model
@@ -23,10 +23,12 @@ __all__ = [
     "__version__",
     "available",
     "build",
+    "fewstep",
     "fit",
     "flows",
     "load",
     "matching",
+    "recipes",
     "register",
     "save",
 ]

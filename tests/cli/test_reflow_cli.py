@@ -23,9 +23,9 @@ from pushforward.cli.main import main
 from pushforward.cli.report import summarize_run, write_evaluation
 from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
-from pushforward.matching.distill import DistilledFlow
+from pushforward.fewstep.distilled import DistilledFlow
 from pushforward.matching.model import FlowMatching
-from pushforward.matching.reflow import fit_pairs
+from pushforward.recipes.pairs import fit_pairs
 from pushforward.standardized import StandardizedModel
 from pushforward.train.callbacks import Callback
 from pushforward.train.checkpoint import latest_checkpoint

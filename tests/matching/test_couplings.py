@@ -11,7 +11,7 @@ import torch
 
 from pushforward.matching.couplings import (
     COUPLINGS,
-    Coupling,
+    PairedBatch,
     independent_coupling,
     make_coupling,
     minibatch_ot_coupling,
@@ -81,7 +81,7 @@ def test_minibatch_ot_is_a_permutation_and_lowers_the_cost() -> None:
 @pytest.mark.parametrize("coupling", [minibatch_ot_coupling, sinkhorn_coupling])
 @pytest.mark.parametrize("labels_as", ["rows", "vector"])
 def test_conditional_coupling_never_pairs_across_contexts(
-    coupling: Callable[..., Coupling], labels_as: str
+    coupling: Callable[..., PairedBatch], labels_as: str
 ) -> None:
     n = 48
     labels = torch.randint(0, 3, (n,))

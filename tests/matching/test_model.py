@@ -275,13 +275,13 @@ def test_linear_path_shortcut_equals_the_general_path(sigma_min: float) -> None:
     randomize_(model, 0.3, torch.Generator().manual_seed(7))
     x0 = torch.randn(16, 2, dtype=torch.float64)
     x1 = torch.randn(16, 2, dtype=torch.float64)
-    from pushforward.matching.couplings import Coupling
+    from pushforward.matching.couplings import PairedBatch
 
     torch.manual_seed(3)
-    fast = model.regression_loss(Coupling(x0, x1, None))
+    fast = model.regression_loss(PairedBatch(x0, x1, None))
     model._linear_velocity = False
     torch.manual_seed(3)
-    general = model.regression_loss(Coupling(x0, x1, None))
+    general = model.regression_loss(PairedBatch(x0, x1, None))
     torch.testing.assert_close(fast, general, rtol=1e-12, atol=1e-12)
 
 

@@ -39,14 +39,14 @@ from pushforward.train.run_directory import (
 )
 from pushforward.cli.train import TRAIN_DEFAULTS, parse_literal
 from pushforward.data import load_array
-from pushforward.flows.options import choice
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.distill import student_for
+from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import SOLVERS, FlowMatching
-from pushforward.matching.reflow import INITIALIZATIONS, fit_pairs, rectified_model, reflow_pairs
 from pushforward.model import Model
 from pushforward.ode import FIXED_STEP_METHODS
-from pushforward.registry import closest
+from pushforward.options import choice, closest
+from pushforward.recipes.distill import student_for
+from pushforward.recipes.pairs import INITIALIZATIONS, fit_pairs, reflow_pairs
+from pushforward.recipes.reflow import rectified_model
 from pushforward.serialization import atomic_write_bytes, save
 from pushforward.standardized import StandardizedModel, standardize_model
 
@@ -235,14 +235,14 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _pairs_bytes(pairs: Coupling) -> bytes:
+def _pairs_bytes(pairs: PairedBatch) -> bytes:
     tensors = {"x0": pairs.x0.contiguous(), "x1": pairs.x1.contiguous()}
     if pairs.context is not None:
         tensors["context"] = pairs.context.contiguous()
     return safetensors_save(tensors)
 
 
-def _read_pairs(out: Path, lineage: dict[str, Any], student: Model) -> Coupling:
+def _read_pairs(out: Path, lineage: dict[str, Any], student: Model) -> PairedBatch:
     """The pairs saved in ``out``, checked against the run's record and the model."""
     path = out / PAIRS_FILE
     if not path.is_file():
@@ -276,7 +276,7 @@ def _read_pairs(out: Path, lineage: dict[str, Any], student: Model) -> Coupling:
                 f"{path}: {name} is {tensor.dtype} of shape {tuple(tensor.shape)}, expected "
                 f"{dtype} of shape {shape} ({n} pairs of the model's events)"
             )
-    return Coupling(tensors["x0"], tensors["x1"], tensors.get("context"))
+    return PairedBatch(tensors["x0"], tensors["x1"], tensors.get("context"))
 
 
 def _pair_context(
@@ -313,7 +313,9 @@ def _pair_context(
     return (context - wrapper.context_mean.to(context)) / wrapper.context_std.to(context)
 
 
-def _split(pairs: Coupling, fraction: float, seed: int) -> tuple[Coupling, Coupling | None]:
+def _split(
+    pairs: PairedBatch, fraction: float, seed: int
+) -> tuple[PairedBatch, PairedBatch | None]:
     if not fraction:
         return pairs, None
     if not 0.0 < float(fraction) < 1.0:
@@ -322,8 +324,8 @@ def _split(pairs: Coupling, fraction: float, seed: int) -> tuple[Coupling, Coupl
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
     held = max(1, round(float(fraction) * n))
 
-    def take(rows: Tensor) -> Coupling:
-        return Coupling(
+    def take(rows: Tensor) -> PairedBatch:
+        return PairedBatch(
             pairs.x0[rows], pairs.x1[rows], None if pairs.context is None else pairs.context[rows]
         )
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from pushforward.data.digits import DIGIT_LEVELS, load_digits
 from pushforward.data.files import load_array
 from pushforward.data.toys import TOYS, Toy
-from pushforward.registry import closest
+from pushforward.options import closest
 
 BUILTIN_PREFIX = "builtin:"
 DEFAULT_TOY_SIZE = 20_000

@@ -47,7 +47,7 @@ from pushforward.data.densities import (
     UnionOfSquares,
     noisy_curve_mixture,
 )
-from pushforward.registry import closest
+from pushforward.options import closest
 
 
 class Toy(ABC):

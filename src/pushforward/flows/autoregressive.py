@@ -8,14 +8,8 @@ import torch
 
 from pushforward.distributions import make_base
 from pushforward.flows.flow import Flow
-from pushforward.flows.options import (
-    choice,
-    hidden_widths,
-    last_layer_initialization,
-    positive_int,
-    sizes,
-    spline_options,
-)
+from pushforward.flows.options import last_layer_initialization, spline_options
+from pushforward.options import choice, hidden_widths, positive_int, sizes
 from pushforward.registry import register
 from pushforward.transforms.autoregressive import MaskedAutoregressive
 from pushforward.transforms.base import Compose, Inverse, Transform

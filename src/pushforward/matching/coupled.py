@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
-from pushforward.flows.options import choice, positive_int
-from pushforward.matching.couplings import COUPLINGS, Coupling, make_coupling, sinkhorn_coupling
+from pushforward.matching.couplings import COUPLINGS, PairedBatch, make_coupling, sinkhorn_coupling
 from pushforward.model import Model
 from pushforward.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODESolution
 from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
+from pushforward.options import choice, positive_int
 
 SOLVERS: tuple[str, ...] = tuple(FIXED_STEP_METHODS) + tuple(ADAPTIVE_METHODS)
 """Solver names ``sample`` and ``log_prob`` accept."""
@@ -39,7 +39,7 @@ def couple(
     data: Tensor,
     context: Tensor | None = None,
     generator: torch.Generator | None = None,
-) -> Coupling:
+) -> PairedBatch:
     """Pairs ``source`` with ``data`` (both ``(batch, *event)``) by the named coupling.
 
     The assignment is computed without gradients; ``generator`` drives Sinkhorn's
@@ -53,7 +53,7 @@ def couple(
 
 def prepare_pairs(
     coupling: str, base: Distribution, x: Tensor, context: Tensor | None, seed: int
-) -> Coupling | None:
+) -> PairedBatch | None:
     """Source points drawn and coupled to a batch ahead of its training step.
 
     Only couplings that cost something (``ot``, ``sinkhorn``) with a base free of
@@ -76,8 +76,8 @@ def batch_pairs(
     base: Distribution,
     x: Tensor,
     context: Tensor | None,
-    prepared: Coupling | None,
-) -> Coupling:
+    prepared: PairedBatch | None,
+) -> PairedBatch:
     """The coupled pairs of a training batch: ``prepared`` ones, or drawn here."""
     x = model.check_input(x)
     context = model.check_context(context, x.shape[0])
@@ -129,7 +129,7 @@ class CoupledModel(Model):
         self.context_features = int(context_features)
         self.coupling = check_coupling(coupling)
 
-    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> Coupling | None:
+    def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> PairedBatch | None:
         """Draws source points and solves the coupling for a batch, ahead of its step.
 
         Only couplings that cost something (``ot``, ``sinkhorn``) and sources
@@ -138,7 +138,7 @@ class CoupledModel(Model):
         return prepare_pairs(self.coupling, self.base, x, context, seed)
 
     def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, prepared: Coupling | None = None
+        self, x: Tensor, context: Tensor | None = None, prepared: PairedBatch | None = None
     ) -> Tensor:
         """The model's training objective on a batch of data ``x: (batch, *event)``.
 
@@ -150,7 +150,7 @@ class CoupledModel(Model):
         """
         return self._pairs_loss(batch_pairs(self, self.coupling, self.base, x, context, prepared))
 
-    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+    def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         """The training objective on coupled points ``pairs`` (``x0`` source, ``x1`` data)."""
         raise NotImplementedError
 

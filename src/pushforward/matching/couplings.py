@@ -1,7 +1,7 @@
 """Couplings: how source points x0 are paired with data points x1 in a training batch.
 
 Every coupling takes ``(x0, x1, context=None)`` with the same batch size and
-returns a :class:`Coupling` whose rows are paired: ``x0[i]`` goes with ``x1[i]``
+returns a :class:`PairedBatch` whose rows are paired: ``x0[i]`` goes with ``x1[i]``
 and ``context[i]``. ``x1`` and ``context`` are never reordered; only the source
 side is permuted (exact OT) or redrawn from an entropic plan (Sinkhorn).
 
@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.registry import closest
+from pushforward.options import closest
 
 
 @dataclass
-class Coupling:
+class PairedBatch:
     """Source and data points paired row by row.
 
     Attributes:
@@ -91,7 +91,7 @@ def _groups(context: Tensor | None, n: int) -> list[Tensor] | None:
     return list(torch.split(order, counts))
 
 
-def independent_coupling(x0: Tensor, x1: Tensor, context: Tensor | None = None) -> Coupling:
+def independent_coupling(x0: Tensor, x1: Tensor, context: Tensor | None = None) -> PairedBatch:
     r"""The independent coupling :math:`\pi(x_0, x_1) = p_0(x_0)\, q(x_1)`: rows as given.
 
     References:
@@ -103,10 +103,10 @@ def independent_coupling(x0: Tensor, x1: Tensor, context: Tensor | None = None) 
         context: ``(batch, ...)`` context rows aligned with ``x1``, or ``None``.
 
     Returns:
-        the :class:`Coupling` ``(x0, x1, context)`` unchanged.
+        the :class:`PairedBatch` ``(x0, x1, context)`` unchanged.
     """
     _check_batch(x0, x1, context)
-    return Coupling(x0=x0, x1=x1, context=context)
+    return PairedBatch(x0=x0, x1=x1, context=context)
 
 
 def ot_assignment(x0: Tensor, x1: Tensor) -> Tensor:
@@ -163,7 +163,7 @@ def ot_assignment(x0: Tensor, x1: Tensor) -> Tensor:
     return perm.to(x0.device)
 
 
-def minibatch_ot_coupling(x0: Tensor, x1: Tensor, context: Tensor | None = None) -> Coupling:
+def minibatch_ot_coupling(x0: Tensor, x1: Tensor, context: Tensor | None = None) -> PairedBatch:
     r"""Exact minibatch optimal transport: the source batch permuted to minimise squared distance.
 
     .. math:: x_0 \leftarrow x_0[\pi^\star], \quad \pi^\star = \arg\min_{\pi}
@@ -187,18 +187,18 @@ def minibatch_ot_coupling(x0: Tensor, x1: Tensor, context: Tensor | None = None)
         context: ``(batch, ...)`` context rows aligned with ``x1``, or ``None``.
 
     Returns:
-        the :class:`Coupling` with ``x0`` permuted; ``x1`` and ``context`` unchanged.
+        the :class:`PairedBatch` with ``x0`` permuted; ``x1`` and ``context`` unchanged.
     """
     _check_batch(x0, x1, context)
     groups = _groups(context, x1.shape[0])
     if groups is None:
-        return Coupling(x0=x0[ot_assignment(x0, x1)], x1=x1, context=context)
+        return PairedBatch(x0=x0[ot_assignment(x0, x1)], x1=x1, context=context)
     index = torch.arange(x1.shape[0], device=x0.device)
     for rows in groups:
         if rows.numel() > 1:
             rows = rows.to(x0.device)
             index[rows] = rows[ot_assignment(x0[rows], x1[rows])]
-    return Coupling(x0=x0[index], x1=x1, context=context)
+    return PairedBatch(x0=x0[index], x1=x1, context=context)
 
 
 def _sinkhorn_potential(
@@ -297,7 +297,7 @@ def sinkhorn_coupling(
     epsilon: float = 0.05,
     iterations: int = 100,
     generator: torch.Generator | None = None,
-) -> Coupling:
+) -> PairedBatch:
     r"""Entropic minibatch OT: each data point draws its source partner from a Sinkhorn plan.
 
     For every :math:`x_1[j]`, :math:`i \sim P_{:, j} / \sum_i P_{ij}` with
@@ -322,32 +322,32 @@ def sinkhorn_coupling(
         generator: random generator for drawing partners (on ``x0``'s device).
 
     Returns:
-        the :class:`Coupling` with re-drawn ``x0``; ``x1`` and ``context`` unchanged.
+        the :class:`PairedBatch` with re-drawn ``x0``; ``x1`` and ``context`` unchanged.
     """
     _check_batch(x0, x1, context)
     _check_sinkhorn_options(epsilon, iterations)
     groups = _groups(context, x1.shape[0])
     if groups is None:
         index = _sinkhorn_partners(x0, x1, float(epsilon), iterations, generator)
-        return Coupling(x0=x0[index], x1=x1, context=context)
+        return PairedBatch(x0=x0[index], x1=x1, context=context)
     index = torch.arange(x1.shape[0], device=x0.device)
     for rows in groups:
         if rows.numel() > 1:
             rows = rows.to(x0.device)
             local = _sinkhorn_partners(x0[rows], x1[rows], float(epsilon), iterations, generator)
             index[rows] = rows[local]
-    return Coupling(x0=x0[index], x1=x1, context=context)
+    return PairedBatch(x0=x0[index], x1=x1, context=context)
 
 
-COUPLINGS: dict[str, Callable[..., Coupling]] = {
+COUPLINGS: dict[str, Callable[..., PairedBatch]] = {
     "independent": independent_coupling,
     "ot": minibatch_ot_coupling,
     "sinkhorn": sinkhorn_coupling,
 }
-"""Coupling functions ``(x0, x1, context=None) -> Coupling`` by name."""
+"""PairedBatch functions ``(x0, x1, context=None) -> PairedBatch`` by name."""
 
 
-def make_coupling(name: str, **options: Any) -> Callable[..., Coupling]:
+def make_coupling(name: str, **options: Any) -> Callable[..., PairedBatch]:
     """The coupling function registered as ``name``, with keyword ``options`` bound.
 
     Args:
@@ -355,7 +355,7 @@ def make_coupling(name: str, **options: Any) -> Callable[..., Coupling]:
         **options: keyword options of that coupling, e.g. ``epsilon=0.1`` for Sinkhorn.
 
     Returns:
-        a function ``(x0, x1, context=None) -> Coupling``; unknown names or
+        a function ``(x0, x1, context=None) -> PairedBatch``; unknown names or
         options raise a ValueError listing the valid ones.
     """
     if name not in COUPLINGS:

@@ -10,9 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
-from pushforward.flows.options import choice, positive_int, sizes
 from pushforward.matching.coupled import SOLVERS, CoupledVelocityModel, couple, final_state
-from pushforward.matching.couplings import Coupling
+from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.losses import LOSS_WEIGHTINGS, LOSSES, row_regression_loss
 from pushforward.matching.options import (
     divergence_option,
@@ -31,6 +30,7 @@ from pushforward.matching.schedulers import (
 from pushforward.matching.time_sampling import TIME_SAMPLERS, sample_times, time_density
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
+from pushforward.options import choice, positive_int, sizes
 from pushforward.registry import register
 
 # Where a data or noise prediction is turned into a velocity, the conversion
@@ -278,10 +278,10 @@ class FlowMatching(CoupledVelocityModel):
         pairs come from a trained model."""
         return self.regression_loss(couple(self.coupling, source, data, context))
 
-    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+    def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         return self.regression_loss(pairs)
 
-    def regression_loss(self, pairs: Coupling) -> Tensor:
+    def regression_loss(self, pairs: PairedBatch) -> Tensor:
         """The regression loss on coupled points ``pairs`` (``x0`` source, ``x1`` data)."""
         data = pairs.x1
         n = data.shape[0]

@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 
 from pushforward.distributions import Distribution, Empirical, make_base
-from pushforward.flows.options import hidden_widths, positive_int
 from pushforward.nn.velocity import VelocityMLP
+from pushforward.options import hidden_widths, positive_int
 
 
 def event_shape_option(features: int, shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -30,41 +30,6 @@ def divergence_option(divergence: str | None, features: int) -> str:
     if divergence is None:
         return "exact" if features <= 64 else "hutchinson"
     return divergence
-
-
-def unit_interval(name: str, value: object, *, closed_right: bool = False) -> float:
-    """``value`` as a float in ``[0, 1)`` (or ``[0, 1]``), or a ValueError naming the option."""
-    upper = "]" if closed_right else ")"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"option {name!r} must be a number in [0, 1{upper}, got {value!r}")
-    number = float(value)
-    inside = 0.0 <= number <= 1.0 if closed_right else 0.0 <= number < 1.0
-    if not inside:
-        raise ValueError(f"option {name!r} must be in [0, 1{upper}, got {value!r}")
-    return number
-
-
-def finite(name: str, value: object) -> float:
-    """``value`` as a finite float, or a ValueError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"option {name!r} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def non_negative(name: str, value: object) -> float:
-    """``value`` as a finite float >= 0, or a ValueError naming the option."""
-    number = finite(name, value)
-    if number < 0:
-        raise ValueError(f"option {name!r} must be >= 0, got {value!r}")
-    return number
-
-
-def fraction(name: str, value: object) -> float:
-    """``value`` as a float in ``[0, 1]``, or a ValueError naming the option."""
-    number = finite(name, value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"option {name!r} must be a fraction in [0, 1], got {value!r}")
-    return number
 
 
 def source_option(base: str, event_shape: tuple[int, ...], source_rows: int) -> Distribution:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from pushforward.registry import closest
+from pushforward.options import closest
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from pushforward.registry import closest
+from pushforward.options import closest
 
 #: The probe distributions of :func:`make_probes`.
 PROBE_KINDS: tuple[str, ...] = ("rademacher", "gaussian")

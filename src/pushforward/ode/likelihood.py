@@ -16,7 +16,7 @@ from pushforward.ode.divergence import (
     make_probes,
 )
 from pushforward.ode.solvers import FIXED_STEP_METHODS, State, solve_ode
-from pushforward.registry import closest
+from pushforward.options import closest
 
 #: The divergence estimators :func:`log_likelihood` accepts.
 DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")

@@ -9,7 +9,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from pushforward.registry import closest
+from pushforward.options import closest
 
 #: A state is one tensor or a tuple of tensors (the augmented state of a likelihood solve).
 State = Tensor | tuple[Tensor, ...]

@@ -16,13 +16,13 @@ import pushforward
 from pushforward.cli.main import main
 from pushforward.data import fit_standardization, sample_toy
 from pushforward.distributions import make_base
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.meanflow import (
-    MeanFlow,
+from pushforward.fewstep.average_velocity import (
     adaptive_weighted_loss,
     meanflow_target,
     sample_interval_times,
 )
+from pushforward.fewstep.meanflow import MeanFlow
+from pushforward.matching.couplings import PairedBatch
 from pushforward.metrics import energy_distance
 from tests.contract import randomize_
 
@@ -162,7 +162,7 @@ def test_loss_vanishes_only_at_the_true_average_velocity(adaptive_p: float) -> N
     torch.manual_seed(3)
     a, b = 0.4, torch.tensor([1.5, -0.5], dtype=F64)
     x0 = torch.randn(256, 2, dtype=F64)
-    pairs = Coupling(x0=x0, x1=a * x0 + b, context=None)
+    pairs = PairedBatch(x0=x0, x1=a * x0 + b, context=None)
     options = {"adaptive_p": adaptive_p, "equal_time_fraction": 0.25}
     exact = closed_form_model(StraightAverageVelocity(a, b), **options)
     assert exact.regression_loss(pairs).item() < 1e-20

@@ -18,11 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
-from pushforward.flows.options import choice, hidden_widths, positive_float, positive_int, sizes
-from pushforward.matching.average_velocity import (
-    AverageVelocity,
-    IntervalTimes,
-    MeanFlowTarget,
+from pushforward.fewstep.average_velocity import (
     adaptive_weighted_loss,
     meanflow_target,
     sample_interval_times,
@@ -35,36 +31,26 @@ from pushforward.matching.coupled import (
     final_state,
     zero_interval_velocity_and_divergence,
 )
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.options import (
-    divergence_option,
-    event_shape_option,
-    finite,
-    fraction,
-    non_negative,
-)
+from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.options import divergence_option, event_shape_option
 from pushforward.nn.two_time import TwoTimeVelocityMLP
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution
 from pushforward.ode.likelihood import DIVERGENCES
 from pushforward.ode.solvers import State
+from pushforward.options import (
+    choice,
+    finite,
+    fraction,
+    hidden_widths,
+    non_negative,
+    positive_float,
+    positive_int,
+    sizes,
+)
 from pushforward.registry import register
 
 LIKELIHOOD_SOLVERS: tuple[str, ...] = SOLVERS
 """ODE methods ``MeanFlow.log_prob`` accepts."""
-
-# The MeanFlow identity's maths lives in average_velocity and still imports from here.
-__all__ = [
-    "LIKELIHOOD_SOLVERS",
-    "MEANFLOW_TRAIN_DEFAULTS",
-    "AverageVelocity",
-    "IntervalTimes",
-    "MeanFlow",
-    "MeanFlowTarget",
-    "adaptive_weighted_loss",
-    "meanflow",
-    "meanflow_target",
-    "sample_interval_times",
-]
 
 
 class MeanFlow(CoupledVelocityModel):
@@ -211,10 +197,10 @@ class MeanFlow(CoupledVelocityModel):
         ``(batch, *event)``); the coupling pairs them first."""
         return self.regression_loss(couple(self.coupling, source, data, context))
 
-    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+    def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         return self.regression_loss(pairs)
 
-    def regression_loss(self, pairs: Coupling) -> Tensor:
+    def regression_loss(self, pairs: PairedBatch) -> Tensor:
         r"""The MeanFlow loss on coupled points ``pairs`` (``x0`` source, ``x1`` data).
 
         Rows with :math:`s = t` have the target :math:`v` whatever the derivative, so

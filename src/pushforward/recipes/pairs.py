@@ -1,55 +1,36 @@
-r"""Reflow (k-rectified flow): retrain a flow-matching model on the coupling its own ODE gives.
+r"""Pairs from a trained flow, and training on a fixed set of pairs.
 
 A trained flow-matching model defines a deterministic map from source to data, the
 solution of its ODE. Drawing source points and solving the ODE accurately gives
-pairs :math:`(x_0, x_1 = \Phi_1(x_0))`: a *fixed* coupling whose straight-line
-interpolants cross less than those of the independent coupling. Training a new
-velocity field on that coupling (no re-pairing) gives the 2-rectified flow; its
-trajectories are straighter, so few-step samples are better. Reflowing a
-reflowed model gives the k-rectified flow.
+pairs :math:`(x_0, x_1 = \Phi_1(x_0))`: a *fixed* coupling, which reflow
+(:mod:`pushforward.recipes.reflow`) and one-step distillation
+(:mod:`pushforward.recipes.distill`) train a new model on.
 
 The training goes through :func:`pushforward.train.fit` (EMA, checkpoints,
 validation) by way of :class:`PairRegression`, a thin training view whose
 "data" are the pairs packed side by side; the model it trains stays a plain
-``fm`` model that saves, loads, samples and scores like any other.
+model that saves, loads, samples and scores like any other.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pushforward.flows.options import choice, positive_int
-from pushforward.matching.couplings import Coupling
+from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import SOLVERS, FlowMatching
 from pushforward.model import Model
 from pushforward.ode import FIXED_STEP_METHODS
-from pushforward.registry import build
+from pushforward.options import choice, positive_int
+from pushforward.train import fit
 from pushforward.train.history import History
 
 INITIALIZATIONS: tuple[str, ...] = ("parent", "fresh")
 """How a model trained on pairs starts: from the parent's weights (Liu et al. 2023;
 Lee et al. 2024) or from freshly drawn ones."""
-
-ARCHITECTURE_OPTIONS: tuple[str, ...] = (
-    "hidden",
-    "shape",
-    "base",
-    "path",
-    "sigma_min",
-    "parameterization",
-    "residual",
-    "time_embedding",
-    "time_scale",
-    "activation",
-    "context_dropout",
-)
-"""``fm`` options that change the network or what its output means: a reflowed model
-that starts from its parent's weights keeps the parent's values of these."""
 
 PAIR_BATCH = 4096
 """Source points solved at once when making pairs (an adaptive solver shares its
@@ -68,7 +49,7 @@ def reflow_pairs(
     guidance: float = 1.0,
     batch_size: int = PAIR_BATCH,
     generator: torch.Generator | None = None,
-) -> Coupling:
+) -> PairedBatch:
     r"""The coupling a trained flow-matching model induces: source points and their ODE ends.
 
     .. math:: x_0 \sim p_0, \qquad x_1 = x_0 + \int_0^1 v_\theta(x_t, t, c)\, dt
@@ -95,7 +76,7 @@ def reflow_pairs(
         generator: draws the source points (default: torch's global generator).
 
     Returns:
-        A :class:`~pushforward.matching.couplings.Coupling` with ``x0``, ``x1``
+        A :class:`~pushforward.matching.couplings.PairedBatch` with ``x0``, ``x1``
         ``(n, *event)`` and ``context`` ``(n, context)`` or ``None``, without gradients.
     """
     if not isinstance(model, FlowMatching):
@@ -139,10 +120,10 @@ def reflow_pairs(
             "the model's ODE gave NaN or Inf end points; the model may be untrained or "
             "diverged, or the solver too coarse"
         )
-    return Coupling(source, target, None if context is None else context.contiguous())
+    return PairedBatch(source, target, None if context is None else context.contiguous())
 
 
-def pack_pairs(pairs: Coupling) -> Tensor:
+def pack_pairs(pairs: PairedBatch) -> Tensor:
     """The pairs side by side as one data tensor, the form the training engine batches.
 
     Args:
@@ -162,7 +143,7 @@ def pack_pairs(pairs: Coupling) -> Tensor:
 
 def unpack_pairs(
     packed: Tensor, event_shape: tuple[int, ...], context: Tensor | None = None
-) -> Coupling:
+) -> PairedBatch:
     """The inverse of :func:`pack_pairs`.
 
     Args:
@@ -171,14 +152,14 @@ def unpack_pairs(
         context: ``(n, context)`` or ``None``, kept with the pairs.
 
     Returns:
-        The :class:`~pushforward.matching.couplings.Coupling` with ``x0``, ``x1``
+        The :class:`~pushforward.matching.couplings.PairedBatch` with ``x0``, ``x1``
         ``(n, *event_shape)``.
     """
     size = math.prod(event_shape)
     if packed.ndim != 2 or packed.shape[1] != 2 * size:
         raise ValueError(f"packed pairs have shape {tuple(packed.shape)}, expected (n, {2 * size})")
     n = packed.shape[0]
-    return Coupling(
+    return PairedBatch(
         packed[:, :size].reshape(n, *event_shape),
         packed[:, size:].reshape(n, *event_shape),
         context,
@@ -198,7 +179,7 @@ class PairRegression(Model):
               \lVert v_\theta(t x_1 + (1 - t) x_0, t, c) - (x_1 - x_0) \rVert^2
 
     (or its pseudo-Huber form, with the model's time sampler); for a one-step
-    model (:class:`~pushforward.matching.distill.DistilledFlow`) the one-step
+    model (:class:`~pushforward.fewstep.distilled.DistilledFlow`) the one-step
     regression. The wrapped model's parameters are this module's parameters, so
     the engine's EMA and final weights land in it.
 
@@ -234,8 +215,8 @@ class PairRegression(Model):
 
 def fit_pairs(
     model: Model,
-    pairs: Coupling,
-    validation: Coupling | None = None,
+    pairs: PairedBatch,
+    validation: PairedBatch | None = None,
     **fit_options: Any,
 ) -> History:
     """Trains ``model`` in place on fixed pairs through :func:`pushforward.train.fit`.
@@ -250,148 +231,9 @@ def fit_pairs(
     Returns:
         The training :class:`~pushforward.train.history.History`.
     """
-    from pushforward.train import fit
-
     held: tuple[Tensor, Tensor | None] | None = None
     if validation is not None:
         held = (pack_pairs(validation), validation.context)
     return fit(
         PairRegression(model), pack_pairs(pairs), pairs.context, validation=held, **fit_options
     )
-
-
-def rectified_model(parent: FlowMatching, *, init: str = "parent", **options: Any) -> FlowMatching:
-    """A new ``fm`` model to train on the parent's pairs: the parent's options, with changes.
-
-    With ``init="parent"`` the network starts from the parent's weights (as Liu et al.
-    and Lee et al. do), so options that change the network (:data:`ARCHITECTURE_OPTIONS`)
-    keep the parent's values; with ``init="fresh"`` the weights are drawn from torch's
-    global generator and any option may change. Training-time options such as
-    ``time_sampling="u-shaped"`` or ``loss="pseudo-huber"`` (Lee et al. 2024) may always
-    change.
-
-    Args:
-        parent: the trained model, built by ``pushforward.build("fm", ...)``.
-        init: ``"parent"`` or ``"fresh"``.
-        **options: ``fm`` options to change.
-
-    Returns:
-        The new :class:`~pushforward.matching.model.FlowMatching` (config name ``fm``).
-    """
-    init = choice("init", init, INITIALIZATIONS)
-    config = getattr(parent, "config", None) or {}
-    if config.get("model") != "fm":
-        raise ValueError(
-            "reflow needs the parent as built by pushforward.build('fm', ...) "
-            f"(its config names {config.get('model')!r})"
-        )
-    for key in ("features", "context"):
-        if key in options:
-            raise ValueError(f"option {key!r} comes from the parent and cannot be changed")
-    if init == "parent":
-        fixed = [key for key in options if key in ARCHITECTURE_OPTIONS]
-        if fixed and any(options[key] != config["options"].get(key) for key in fixed):
-            raise ValueError(
-                f"option {fixed[0]!r} changes the network, which starts from the parent's "
-                'weights; set init="fresh" to change it'
-            )
-    merged = dict(config["options"])
-    merged.update(options)
-    model = build("fm", **merged)
-    if not isinstance(model, FlowMatching):
-        raise TypeError("the 'fm' builder did not return a FlowMatching model")
-    reference = next(iter(parent.parameters()), None)
-    if reference is not None:
-        model.to(dtype=reference.dtype, device=reference.device)
-    if init == "parent":
-        model.load_state_dict(parent.state_dict())
-    else:
-        # The source (an empirical base's rows) stays the parent's with fresh weights.
-        model.base.load_state_dict(parent.base.state_dict())
-    return model
-
-
-@dataclass
-class ReflowResult:
-    """The outcome of :func:`reflow`.
-
-    Attributes:
-        model: the rectified model (trained; EMA weights when EMA was on).
-        pairs: the coupling it was trained on.
-        history: the training history.
-    """
-
-    model: FlowMatching
-    pairs: Coupling
-    history: History
-
-
-def reflow(
-    model: FlowMatching,
-    pairs: int | Coupling,
-    context: Tensor | None = None,
-    *,
-    solver: str = "dopri5",
-    solver_steps: int | None = None,
-    atol: float = 1e-6,
-    rtol: float = 1e-6,
-    init: str = "parent",
-    options: dict[str, Any] | None = None,
-    seed: int = 0,
-    **fit_options: Any,
-) -> ReflowResult:
-    r"""One reflow step: the (k+1)-rectified flow from the k-rectified ``model``.
-
-    Draws ``pairs`` source points, solves ``model``'s ODE for their ends
-    (:func:`reflow_pairs`), and trains a new ``fm`` model (:func:`rectified_model`)
-    on that fixed coupling through :func:`pushforward.train.fit`:
-
-    .. math:: v_{k+1} = \arg\min_v \mathbb E_{t, x_0}
-              \lVert v(x_t, t) - (\Phi^k_1(x_0) - x_0) \rVert^2,
-              \quad x_t = t\,\Phi^k_1(x_0) + (1 - t)\,x_0
-
-    Reflow again on the result for k = 3, 4, ....
-
-    References: Liu et al. (2023), Flow Straight and Fast: Learning to Generate and
-    Transfer Data with Rectified Flow; Lee et al. (2024), Improving the Training of
-    Rectified Flows.
-
-    Args:
-        model: the trained flow-matching model.
-        pairs: how many pairs to draw, or pairs already made by :func:`reflow_pairs`.
-        context: ``(n, context)`` context rows of the pairs (conditional models).
-        solver, solver_steps, atol, rtol: the ODE solve that makes the pairs.
-        init: ``"parent"`` (start from ``model``'s weights) or ``"fresh"``.
-        options: ``fm`` options of the new model that differ from ``model``'s, e.g.
-            ``{"time_sampling": "u-shaped", "loss": "pseudo-huber"}``.
-        seed: seeds the source points, fresh weights and the training run.
-        **fit_options: keywords of :func:`pushforward.train.fit` (``steps``,
-            ``batch_size``, ``lr``, ``ema``, ...).
-
-    Returns:
-        A :class:`ReflowResult`.
-    """
-    if isinstance(pairs, Coupling):
-        coupling = pairs
-    else:
-        generator = torch.Generator(device=_device(model)).manual_seed(seed)
-        coupling = reflow_pairs(
-            model,
-            pairs,
-            context,
-            solver=solver,
-            steps=solver_steps,
-            atol=atol,
-            rtol=rtol,
-            generator=generator,
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        rectified = rectified_model(model, init=init, **(options or {}))
-    history = fit_pairs(rectified, coupling, seed=seed, **fit_options)
-    return ReflowResult(rectified, coupling, history)
-
-
-def _device(model: Model) -> torch.device:
-    reference = next(iter(model.parameters()), None)
-    return torch.device("cpu") if reference is None else reference.device

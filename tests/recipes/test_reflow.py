@@ -9,20 +9,14 @@ from torch import Tensor, nn
 import pushforward
 from pushforward.data import fit_standardization, sample_toy
 from pushforward.distributions import make_base
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.distill import distill
+from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import FlowMatching
-from pushforward.matching.reflow import (
-    PairRegression,
-    pack_pairs,
-    rectified_model,
-    reflow,
-    reflow_pairs,
-    unpack_pairs,
-)
 from pushforward.matching.schedulers import CondOTScheduler
 from pushforward.matching.time_sampling import sample_times
 from pushforward.metrics import energy_distance, straightness
+from pushforward.recipes.distill import distill
+from pushforward.recipes.pairs import PairRegression, pack_pairs, reflow_pairs, unpack_pairs
+from pushforward.recipes.reflow import rectified_model, reflow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,7 +89,7 @@ def test_pack_and_unpack_are_inverse(shape: tuple[int, ...]) -> None:
     generator = torch.Generator().manual_seed(0)
     x0 = torch.randn(5, *shape, generator=generator)
     x1 = torch.randn(5, *shape, generator=generator)
-    packed = pack_pairs(Coupling(x0, x1, None))
+    packed = pack_pairs(PairedBatch(x0, x1, None))
     size = x0[0].numel()
     assert packed.shape == (5, 2 * size)
     torch.testing.assert_close(packed[:, :size], x0.reshape(5, -1), rtol=0, atol=0)
@@ -118,7 +112,7 @@ def test_pair_regression_keeps_the_pairs_as_given() -> None:
     wrapper = PairRegression(model)
     assert wrapper.event_shape == (4,) and not wrapper.has_log_prob
     torch.manual_seed(7)
-    loss = wrapper.loss(pack_pairs(Coupling(x0, x1, None)))
+    loss = wrapper.loss(pack_pairs(PairedBatch(x0, x1, None)))
     torch.manual_seed(7)
     t = sample_times(64, "uniform", dtype=torch.float64, device="cpu")
     x_t = t[:, None] * x1 + (1 - t[:, None]) * x0

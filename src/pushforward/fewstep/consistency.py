@@ -9,41 +9,16 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
-from pushforward.flows.options import positive_int, sizes
+from pushforward.fewstep.target import TargetNetwork
 from pushforward.matching.coupled import (
     CoupledModel,
-    batch_pairs,
     broadcast_rows,
-    check_coupling,
-    couple,
-    prepare_pairs,
     row_mse,
 )
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.options import event_shape_option, unit_interval, velocity_network
-from pushforward.matching.target import TargetNetwork
+from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.options import event_shape_option, velocity_network
+from pushforward.options import positive_int, sizes, unit_interval
 from pushforward.registry import register
-
-# The pieces the few-step generators share (the target network, coupled pairs, option
-# checks) once lived here and still import from here.
-__all__ = [
-    "CONSISTENCY_FM_TRAIN_DEFAULTS",
-    "TIME_FLOOR",
-    "ConsistencyFlowMatching",
-    "ConsistencyLoss",
-    "TargetNetwork",
-    "batch_pairs",
-    "broadcast_rows",
-    "check_coupling",
-    "consistency_flow_matching",
-    "consistency_function",
-    "couple",
-    "event_shape_option",
-    "prepare_pairs",
-    "row_mse",
-    "segment_ends",
-    "unit_interval",
-]
 
 # Training times start this far above 0, as in the paper's code (its ``eps``);
 # the sampler evaluates the field on the same shifted grid.
@@ -223,7 +198,7 @@ class ConsistencyFlowMatching(CoupledModel):
 
     # -- training ----------------------------------------------------------------
 
-    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+    def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         # The EMA target moves here, once per call of ``loss``: once per training step.
         if self.target is not None and self.training and torch.is_grad_enabled():
             self.target.update(self.network)
@@ -234,7 +209,7 @@ class ConsistencyFlowMatching(CoupledModel):
         u = torch.rand(n, dtype=like.dtype, device=like.device)
         return TIME_FLOOR + (1.0 - TIME_FLOOR) * u
 
-    def loss_terms(self, pairs: Coupling, t: Tensor | None = None) -> ConsistencyLoss:
+    def loss_terms(self, pairs: PairedBatch, t: Tensor | None = None) -> ConsistencyLoss:
         """The loss and its parts on coupled points ``pairs`` at times ``t: (batch,)``
         (drawn by :meth:`sample_times` when not given). The target does not move here."""
         x0, x1 = pairs.x0, pairs.x1

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
-from pushforward.flows.options import choice, hidden_widths, positive_int, sizes
+from pushforward.fewstep.self_consistency import (
+    ShortcutSteps,
+    continuous_steps,
+    dyadic_levels,
+    dyadic_steps,
+    self_consistency_target,
+)
+from pushforward.fewstep.target import TargetNetwork
 from pushforward.matching.coupled import (
     SOLVERS,
     CoupledVelocityModel,
@@ -19,39 +26,15 @@ from pushforward.matching.coupled import (
     row_mse,
     zero_interval_velocity_and_divergence,
 )
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.options import divergence_option, event_shape_option, unit_interval
-from pushforward.matching.self_consistency import (
-    ShortcutField,
-    ShortcutSteps,
-    continuous_steps,
-    dyadic_levels,
-    dyadic_steps,
-    finest_query,
-    self_consistency_target,
-)
-from pushforward.matching.target import TargetNetwork
+from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.options import divergence_option, event_shape_option
 from pushforward.nn.two_time import TwoTimeVelocityMLP
 from pushforward.ode import FIXED_STEP_METHODS, solve_ode
+from pushforward.options import choice, hidden_widths, positive_int, sizes, unit_interval
 from pushforward.registry import register
 
 STEP_SIZES: tuple[str, ...] = ("dyadic", "continuous")
 """How the self-consistency rows draw their step sizes (see :class:`ShortcutModel`)."""
-
-# The step sizes and targets live in self_consistency and still import from here.
-__all__ = [
-    "SHORTCUT_TRAIN_DEFAULTS",
-    "STEP_SIZES",
-    "ShortcutField",
-    "ShortcutLoss",
-    "ShortcutModel",
-    "ShortcutSteps",
-    "continuous_steps",
-    "dyadic_steps",
-    "finest_query",
-    "self_consistency_target",
-    "shortcut",
-]
 
 
 @dataclass
@@ -205,7 +188,7 @@ class ShortcutModel(CoupledVelocityModel):
 
     # -- training ----------------------------------------------------------------
 
-    def _pairs_loss(self, pairs: Coupling) -> Tensor:
+    def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         # The EMA target moves here, once per call of ``loss``: once per training step.
         if self.target is not None and self.training and torch.is_grad_enabled():
             self.target.update(self.network)
@@ -223,7 +206,7 @@ class ShortcutModel(CoupledVelocityModel):
 
     def loss_terms(
         self,
-        pairs: Coupling,
+        pairs: PairedBatch,
         flow_times: Tensor | None = None,
         steps: ShortcutSteps | None = None,
     ) -> ShortcutLoss:

@@ -1,8 +1,8 @@
 """The MeanFlow identity: average velocities over intervals, their targets and weights.
 
-Pure functions of tensors behind :class:`~pushforward.matching.meanflow.MeanFlow`,
+Pure functions of tensors behind :class:`~pushforward.fewstep.meanflow.MeanFlow`,
 in this library's time (:math:`t = 0` the source noise, :math:`t = 1` the data; see
-:mod:`pushforward.matching.meanflow` for the paper's convention).
+:mod:`pushforward.fewstep.meanflow` for the paper's convention).
 """
 
 from __future__ import annotations

@@ -17,14 +17,10 @@ import pushforward
 from pushforward.cli.main import main
 from pushforward.data import load_dataset
 from pushforward.distributions import make_base
-from pushforward.matching import ConsistencyFlowMatching
-from pushforward.matching.consistency import (
-    TIME_FLOOR,
-    TargetNetwork,
-    consistency_function,
-    segment_ends,
-)
-from pushforward.matching.couplings import Coupling
+from pushforward.fewstep import ConsistencyFlowMatching
+from pushforward.fewstep.consistency import TIME_FLOOR, consistency_function, segment_ends
+from pushforward.fewstep.target import TargetNetwork
+from pushforward.matching.couplings import PairedBatch
 from pushforward.metrics import energy_distance
 from pushforward.registry import build
 from pushforward.serialization import save
@@ -101,7 +97,7 @@ def test_loss_of_a_linear_field_by_hand(boundary: float) -> None:
     x0, x1 = [0.3, -1.2, 0.8], [2.0, 0.5, -0.6]
     t = [0.2, 0.45, 0.7]  # the second is within 1.01 dt of its segment's end
     model = linear_model(segments=2, delta_t=0.1, alpha=0.5, boundary=boundary)
-    pairs = Coupling(
+    pairs = PairedBatch(
         x0=torch.tensor(x0, dtype=torch.float64)[:, None],
         x1=torch.tensor(x1, dtype=torch.float64)[:, None],
         context=None,
@@ -172,9 +168,9 @@ def test_save_and_load_keep_the_target_network(tmp_path: Path) -> None:
     for key, value in target.items():
         assert torch.equal(loaded.target.network.state_dict()[key], value)
     torch.manual_seed(4)
-    expected = model.loss_terms(Coupling(torch.randn(8, 2), data[:8], None)).total
+    expected = model.loss_terms(PairedBatch(torch.randn(8, 2), data[:8], None)).total
     torch.manual_seed(4)
-    again = loaded.loss_terms(Coupling(torch.randn(8, 2), data[:8], None)).total
+    again = loaded.loss_terms(PairedBatch(torch.randn(8, 2), data[:8], None)).total
     torch.testing.assert_close(again, expected)
 
 

@@ -1,6 +1,6 @@
 r"""Self-consistency of a flow map: the shortcut objective's step sizes and targets.
 
-Pure functions of tensors behind :class:`~pushforward.matching.shortcut.ShortcutModel`;
+Pure functions of tensors behind :class:`~pushforward.fewstep.shortcut.ShortcutModel`;
 :math:`t = 0` is the source, 1 the data, and a shortcut :math:`s(x, t, d)` jumps a
 step :math:`d`, :math:`x_{t+d} = x_t + d\, s(x_t, t, d)`.
 """

@@ -16,14 +16,15 @@ import pushforward
 from pushforward.cli.main import main
 from pushforward.data import load_dataset
 from pushforward.distributions import make_base
-from pushforward.matching import FlowMatching, ShortcutModel
-from pushforward.matching.couplings import Coupling
-from pushforward.matching.schedulers import CondOTScheduler
-from pushforward.matching.shortcut import (
+from pushforward.fewstep import ShortcutModel
+from pushforward.fewstep.self_consistency import (
     continuous_steps,
     dyadic_steps,
     self_consistency_target,
 )
+from pushforward.matching import FlowMatching
+from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.schedulers import CondOTScheduler
 from pushforward.metrics import energy_distance
 from pushforward.registry import build
 from pushforward.train import fit
@@ -75,11 +76,11 @@ def gaussian_model(bend: float = 0.0, **options) -> ShortcutModel:
     return ShortcutModel(GaussianFlowMap(1.5, bend), base, **options)
 
 
-def gaussian_pairs(n: int, seed: int) -> Coupling:
+def gaussian_pairs(n: int, seed: int) -> PairedBatch:
     generator = torch.Generator().manual_seed(seed)
     x0 = torch.randn(n, 2, generator=generator, dtype=torch.float64)
     x1 = 1.5 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    return Coupling(x0=x0, x1=x1, context=None)
+    return PairedBatch(x0=x0, x1=x1, context=None)
 
 
 def tiny(**options) -> ShortcutModel:
@@ -99,7 +100,7 @@ def test_flow_matching_rows_are_fm_regression_on_the_same_draws() -> None:
     torch.manual_seed(3)
     parts = model.loss_terms(pairs)
     fm = FlowMatching(AtZeroStep(model.network), model.base, CondOTScheduler())
-    head = Coupling(x0=pairs.x0[:48], x1=pairs.x1[:48], context=None)
+    head = PairedBatch(x0=pairs.x0[:48], x1=pairs.x1[:48], context=None)
     torch.manual_seed(3)
     expected = fm.regression_loss(head)
     torch.testing.assert_close(parts.flow_matching, expected, rtol=1e-12, atol=0)
@@ -159,7 +160,7 @@ def test_gradients_reach_only_the_predicted_shortcut() -> None:
     torch.manual_seed(0)
     model = tiny(consistency_fraction=1 / 2)
     pairs = gaussian_pairs(8, seed=6)
-    pairs = Coupling(pairs.x0.float(), pairs.x1.float(), None)
+    pairs = PairedBatch(pairs.x0.float(), pairs.x1.float(), None)
     steps = dyadic_steps(4, 128, dtype=torch.float32, device="cpu")
     parts = model.loss_terms(pairs, flow_times=torch.rand(4), steps=steps)
     parts.self_consistency.backward()
