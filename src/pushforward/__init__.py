@@ -13,6 +13,9 @@ from pushforward.model import Model
 from pushforward.registry import available, build, register
 from pushforward.serialization import load, save
 from pushforward.train import fit
+from pushforward.train.config import TrainingConfig
+from pushforward.train.run import RunResult, train_run
+from pushforward.transforms.preprocessing import Preprocessing
 
 __version__ = "0.1.0"
 
@@ -20,6 +23,9 @@ __all__ = [
     "Flow",
     "FlowMatching",
     "Model",
+    "Preprocessing",
+    "RunResult",
+    "TrainingConfig",
     "__version__",
     "available",
     "build",
@@ -31,4 +37,5 @@ __all__ = [
     "recipes",
     "register",
     "save",
+    "train_run",
 ]

@@ -64,9 +64,7 @@ class Model(nn.Module):
 
     # -- the protocol ---------------------------------------------------------
 
-    def loss(
-        self, x: Tensor, context: Tensor | None = None, prepared: Any = None
-    ) -> Tensor:
+    def loss(self, x: Tensor, context: Tensor | None = None, prepared: Any = None) -> Tensor:
         """The scalar training objective on data in the data's units.
 
         The model's objective (:meth:`_loss`) on the preprocessed batch; for a

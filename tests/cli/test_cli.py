@@ -119,8 +119,8 @@ def test_models_declare_their_training_defaults(tmp_path: Path) -> None:
     from argparse import Namespace
 
     from pushforward.cli.train import resolve
-    from pushforward.train.config import TrainingConfig
     from pushforward.registry import train_defaults
+    from pushforward.train.config import TrainingConfig
 
     def arguments(model: str, config: str | None = None, lr: float | None = None) -> Namespace:
         return Namespace(

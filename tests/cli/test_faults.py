@@ -24,9 +24,9 @@ import torch
 
 import pushforward
 from pushforward.cli.main import main
-from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.train.checkpoint import latest_checkpoint, verify_checkpoint
+from pushforward.train.run_directory import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 120

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pushforward.standardized import StandardizedModel
 from safetensors.torch import load_file, save_file
 from scipy.spatial.distance import cdist
 
@@ -21,14 +22,13 @@ import pushforward
 from pushforward.cli import reflow as reflow_cli
 from pushforward.cli.main import main
 from pushforward.cli.report import summarize_run, write_evaluation
-from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.fewstep.distilled import DistilledFlow
 from pushforward.matching.model import FlowMatching
 from pushforward.recipes.pairs import fit_pairs
-from pushforward.standardized import StandardizedModel
 from pushforward.train.callbacks import Callback
 from pushforward.train.checkpoint import latest_checkpoint
+from pushforward.train.run_directory import read_metrics
 
 TINY = ["--set", "hidden=[32,32]", "--set", "time_embedding=8", "--quiet"]
 PAIRS = ["--pairs", "600", "--steps", "30", "--batch-size", "128", "--quiet"]

@@ -63,8 +63,16 @@ def train_and_fingerprint(name: str, directory: Path) -> dict[str, Any]:
 
     out = directory / name
     status = main(
-        ["train", *COMMON, *CONFIGURATIONS[name], "--steps", str(STEPS), "--out", str(out),
-         "--quiet"]
+        [
+            "train",
+            *COMMON,
+            *CONFIGURATIONS[name],
+            "--steps",
+            str(STEPS),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
     )
     if status != 0:
         raise RuntimeError(f"pushforward train failed for {name} with status {status}")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pushforward.cli.report import write_evaluation, write_report
-from pushforward.train.run_directory import CONFIG_FILE, read_config
 from pushforward.serialization import atomic_write_bytes
+from pushforward.train.run_directory import CONFIG_FILE, read_config
 
 DEMO_MODELS = ("nsf", "fm", "meanflow")
 """What ``pushforward demo`` trains by default: a discrete flow, flow matching (20 RK4

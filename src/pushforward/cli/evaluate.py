@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 from pathlib import Path
@@ -13,14 +12,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pushforward.train.run_directory import read_config
 from pushforward.data import bits_per_dim, load_array, load_dataset
+from pushforward.inference import declared_fields
 from pushforward.model import Model
 from pushforward.serialization import atomic_write_bytes, load
-from pushforward.standardized import StandardizedModel
+from pushforward.train.run_directory import read_config
+from pushforward.train.run_inputs import read_source
 
-SAMPLE_OPTIONS = ("solver", "steps", "guidance")
-EVAL_OPTIONS = ("solver", "steps", "atol", "rtol", "divergence")
+SAMPLE_OPTIONS = tuple(declared_fields("SampleOptions"))
+"""The flags of ``sample``: every option a model's ``sample_options`` declares."""
+EVAL_OPTIONS = tuple(declared_fields("LogProbOptions"))
+"""The flags of ``eval``: every option a model's ``log_prob_options`` declares."""
 
 EVAL_BATCH = 4096
 
@@ -83,8 +85,8 @@ def _context(path: str | None, model: Model) -> Tensor | None:
 def method_options(
     model: Model, method: str, arguments: argparse.Namespace | None, names: tuple[str, ...]
 ) -> dict[str, Any]:
-    """The flags among ``names`` given on the command line, checked against the keyword
-    options ``model.<method>`` takes (a flow takes no ``--solver``, say)."""
+    """The flags among ``names`` given on the command line, checked against the options
+    the model declares for ``method`` (a flow takes no ``--solver``, say)."""
     given = {
         key: getattr(arguments, key)
         for key in names
@@ -92,12 +94,11 @@ def method_options(
     }
     if not given:
         return {}
-    inner = model.model if isinstance(model, StandardizedModel) else model
-    parameters = inspect.signature(getattr(inner, method)).parameters.values()
-    valid = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+    declared = model.log_prob_options if method == "log_prob" else model.sample_options
+    valid = declared.names()
     for key in given:
         if key not in valid:
-            name = getattr(model, "config", {}).get("model", type(inner).__name__)
+            name = getattr(model, "config", {}).get("model", type(model).__name__)
             accepted = ", ".join("--" + v for v in valid if v in names) or "none"
             raise ValueError(
                 f"model {name!r} takes no --{key} for {method} (options it takes: {accepted})"
@@ -287,10 +288,8 @@ def run_sample(arguments: argparse.Namespace) -> int:
 def run_transport(arguments: argparse.Namespace, source_file: str) -> int:
     """``sample --source FILE``: maps every row of ``FILE`` (the source's original units)
     through a run trained with ``--source`` and writes the mapped rows, in order, to ``.npy``."""
-    from pushforward.cli.train import load_source
-
     config, model = open_run(arguments.run)
-    if not isinstance(model, StandardizedModel) or model.source_mean is None:
+    if model.preprocessing.source is None or not callable(getattr(model, "transport", None)):
         raise ValueError(
             f"run '{arguments.run}' was not trained from a source data set (train --source), "
             "so it has no source to map from; draw samples with -n N"
@@ -299,7 +298,7 @@ def run_transport(arguments: argparse.Namespace, source_file: str) -> int:
     out = Path(arguments.out)
     if out.suffix.lower() != ".npy":
         raise ValueError(f"--out '{out}' must end in .npy")
-    dataset = load_source(source_file, seed=arguments.seed)
+    dataset = read_source(source_file, seed=arguments.seed)
     n = len(dataset)
     x0 = dataset.values.reshape(n, -1)
     if x0.shape[1] != model.features:
@@ -315,7 +314,7 @@ def run_transport(arguments: argparse.Namespace, source_file: str) -> int:
             f"'{source_file}' has {n}; pass one row per source row, or a single row"
         )
     with torch.no_grad():
-        mapped = model.transport(x0, context, **options)
+        mapped = model.transport(x0, context, **options)  # type: ignore[operator]
     array = mapped.double().reshape(n, *config["data"]["event_shape"]).numpy()
     atomic_write_bytes(out, _npy_bytes(array))
     print(f"mapped {n} rows of '{source_file}' to {out}")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
+from pushforward.inference import declared_fields
 from pushforward.registry import available
 
 EPILOG = """examples:
@@ -122,16 +123,29 @@ def _subparser(commands, name: str, help_text: str, epilog: str) -> argparse.Arg
 
 
 def _solver_arguments(command: argparse.ArgumentParser, likelihood: bool) -> None:
-    """Options of models that solve an ODE (flow matching); other models refuse them."""
-    group = command.add_argument_group("ODE models (fm)")
-    group.add_argument("--solver", help="euler, midpoint, heun, rk4, dopri5, ...")
-    group.add_argument("--steps", type=int, help="steps of a fixed-step solver")
-    if likelihood:
-        group.add_argument("--atol", type=float, help="absolute tolerance of an adaptive solver")
-        group.add_argument("--rtol", type=float, help="relative tolerance of an adaptive solver")
-        group.add_argument("--divergence", help="exact or hutchinson")
-    else:
-        group.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    """The inference options models declare (``log_prob_options`` for eval,
+    ``sample_options`` for sample) as flags; a model refuses those it does not declare."""
+    group = command.add_argument_group(
+        "inference options (models that declare them: fm, meanflow, shortcut, ...)"
+    )
+    declared = declared_fields("LogProbOptions" if likelihood else "SampleOptions")
+    for name, field in declared.items():
+        kind = _flag_type(field.type)
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            help=field.metadata.get("help", name),
+        )
+
+
+def _flag_type(annotation: object) -> type:
+    """The argparse type of an options field annotated ``int | None``, ``float``, ``str | None``."""
+    text = str(annotation)
+    for kind in (int, float, str):
+        if text.startswith(kind.__name__):
+            return kind
+    raise TypeError(f"cannot make a command-line flag of an option typed {text}")
 
 
 REFLOW_EPILOG = """draws --pairs source points, solves the parent fm run's ODE accurately for their

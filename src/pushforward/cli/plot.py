@@ -11,9 +11,9 @@ import torch
 
 from pushforward.cli.evaluate import open_run
 from pushforward.cli.report import write_report
-from pushforward.train.run_directory import read_metrics
 from pushforward.data import load_dataset
 from pushforward.model import Model
+from pushforward.train.run_directory import read_metrics
 
 GRID = 80
 """Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a

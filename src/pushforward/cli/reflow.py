@@ -26,6 +26,18 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 from pushforward.cli.evaluate import open_run
+from pushforward.cli.train import parse_set_items
+from pushforward.data import load_array
+from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.model import SOLVERS, FlowMatching
+from pushforward.model import Model
+from pushforward.ode import FIXED_STEP_METHODS
+from pushforward.options import choice, closest
+from pushforward.recipes.distill import student_for
+from pushforward.recipes.pairs import INITIALIZATIONS, fit_pairs, reflow_pairs
+from pushforward.recipes.reflow import rectified_model
+from pushforward.serialization import atomic_write_bytes, save
+from pushforward.train.config import TrainingConfig
 from pushforward.train.run_directory import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -37,18 +49,6 @@ from pushforward.train.run_directory import (
     read_config,
     write_config,
 )
-from pushforward.cli.train import TRAIN_DEFAULTS, parse_literal
-from pushforward.data import load_array
-from pushforward.matching.couplings import PairedBatch
-from pushforward.matching.model import SOLVERS, FlowMatching
-from pushforward.model import Model
-from pushforward.ode import FIXED_STEP_METHODS
-from pushforward.options import choice, closest
-from pushforward.recipes.distill import student_for
-from pushforward.recipes.pairs import INITIALIZATIONS, fit_pairs, reflow_pairs
-from pushforward.recipes.reflow import rectified_model
-from pushforward.serialization import atomic_write_bytes, save
-from pushforward.standardized import StandardizedModel, standardize_model
 
 PAIRS_DEFAULT = 20_000
 """Pairs drawn by default: 2000 steps of 512 see each about 50 times."""
@@ -103,19 +103,16 @@ def resolve_options(
     ``fresh``), and any other key is a model option; ``model.KEY`` forces a model
     option where the name is also a training one (``model.steps``).
     """
-    train = dict(TRAIN_DEFAULTS)
+    # A fixed budget: the pairs' regression has no convergence default (yet).
+    fixed = TrainingConfig(steps=TrainingConfig.default_steps).as_dict()
+    train = {k: v for k, v in fixed.items() if k not in ("max_steps", "default_steps")}
     for key in IGNORED_TRAIN:
         train.pop(key, None)
     train.update(REFLOW_TRAIN)
     train["seed"] = parent_seed
     model_options: dict[str, Any] = {}
     init = "parent"
-    for item in arguments.set or []:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        value = parse_literal(text.strip())
+    for key, value in parse_set_items(arguments.set or []):
         if key.startswith("model."):
             model_options[key.removeprefix("model.")] = value
         elif key.startswith("train.") or key in train:
@@ -139,7 +136,7 @@ def resolve_options(
     return model_options, train, init
 
 
-def _parent(run: str) -> tuple[dict[str, Any], FlowMatching, StandardizedModel]:
+def _parent(run: str) -> tuple[dict[str, Any], FlowMatching, FlowMatching]:
     config, model = open_run(run)
     name = config["model"]["name"]
     if name != "fm":
@@ -147,9 +144,9 @@ def _parent(run: str) -> tuple[dict[str, Any], FlowMatching, StandardizedModel]:
             f"'{run}' holds a {name!r} model; reflow and distill need a flow-matching "
             "run (trained with --model fm, or made by pushforward reflow)"
         )
-    if not isinstance(model, StandardizedModel) or not isinstance(model.model, FlowMatching):
-        raise ValueError(f"'{run}' does not hold a flow-matching model in original units")
-    return config, model.model, model
+    if not isinstance(model, FlowMatching):
+        raise ValueError(f"'{run}' does not hold a flow-matching model")
+    return config, model, model
 
 
 def _check_out(out: Path) -> None:
@@ -282,7 +279,7 @@ def _read_pairs(out: Path, lineage: dict[str, Any], student: Model) -> PairedBat
 def _pair_context(
     arguments: argparse.Namespace,
     config: dict[str, Any],
-    wrapper: StandardizedModel,
+    wrapper: Model,
     n: int,
     generator: torch.Generator,
 ) -> Tensor | None:
@@ -308,9 +305,7 @@ def _pair_context(
     dtype = next(iter(wrapper.parameters())).dtype
     rows = torch.randint(0, values.shape[0], (n,), generator=generator)
     context = torch.from_numpy(values.copy()).to(dtype)[rows]
-    if wrapper.context_mean is None or wrapper.context_std is None:
-        return context
-    return (context - wrapper.context_mean.to(context)) / wrapper.context_std.to(context)
+    return wrapper.preprocessing.encode_context(context)
 
 
 def _split(
@@ -482,16 +477,8 @@ def _run(arguments: argparse.Namespace, method: str) -> int:
         checkpoint_every=train["checkpoint_every"],
         resume=previous is not None,
     )
-    folded = standardize_model(
-        student,
-        wrapper.mean,
-        wrapper.std,
-        wrapper.context_mean,
-        wrapper.context_std,
-        source_mean=getattr(wrapper, "source_mean", None),
-        source_std=getattr(wrapper, "source_std", None),
-    )
-    save(folded, out)
+    # The student took the parent's preprocessing when it was made from it.
+    save(student, out)
     if not arguments.quiet:
         last = history.loss[-1] if history.loss else float("nan")
         what = f"{lineage['k']}-rectified fm" if method == "reflow" else "one-step distilled"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pushforward.train.run_directory import CHECKPOINTS, package_version, read_config, read_metrics
 from pushforward.serialization import atomic_write_bytes
 from pushforward.train.checkpoint import latest_checkpoint
+from pushforward.train.run_directory import CHECKPOINTS, package_version, read_config, read_metrics
 
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import tomllib
 from typing import Any
+
+import tomllib
 
 from pushforward.registry import builder_for
 from pushforward.train.config import TrainingConfig
@@ -24,7 +25,7 @@ def parse_literal(text: str) -> Any:
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``["hidden=[16]", "bins=4"]`` as ``{"hidden": [16], "bins": 4}`` (``model.`` prefix dropped)."""
+    """``["hidden=[16]", "bins=4"]`` as ``{"hidden": [16], "bins": 4}`` (``model.`` dropped)."""
     options: dict[str, Any] = {}
     for key, value in parse_set_items(items):
         options[key.removeprefix("model.")] = value

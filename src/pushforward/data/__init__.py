@@ -18,8 +18,8 @@ from pushforward.data.densities import (
 from pushforward.data.dequantization import bits_per_dim, uniform_dequantize
 from pushforward.data.digits import DIGIT_LEVELS, DIGIT_SHAPE, digit_labels, load_digits
 from pushforward.data.files import load_array
-from pushforward.transforms.standardize import Standardize, fit_standardization
 from pushforward.data.toys import TOYS, Toy, get_toy, sample_toy
+from pushforward.transforms.standardize import Standardize, fit_standardization
 
 __all__ = [
     "BUILTIN_PREFIX",

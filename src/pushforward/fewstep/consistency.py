@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, make_base
 from pushforward.fewstep.target import TargetNetwork
+from pushforward.inference import NoOptions
 from pushforward.matching.coupled import (
     CoupledModel,
     broadcast_rows,
@@ -17,6 +18,7 @@ from pushforward.matching.coupled import (
 )
 from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.options import event_shape_option, velocity_network
+from pushforward.ode.options import StepSampleOptions
 from pushforward.options import positive_int, sizes, unit_interval
 from pushforward.registry import register
 
@@ -138,6 +140,7 @@ class ConsistencyFlowMatching(CoupledModel):
     """
 
     has_log_prob = False
+    sample_options = StepSampleOptions
 
     def __init__(
         self,
@@ -254,26 +257,17 @@ class ConsistencyFlowMatching(CoupledModel):
             x = x + self.velocity(x, t, context) / count
         return x
 
-    def sample(  # type: ignore[override]
-        self, n: int, context: Tensor | None = None, *, steps: int | None = None
-    ) -> Tensor:
-        """Draws ``n`` samples ``(n, *event)`` in ``steps`` network evaluations.
-
-        Args:
-            n: number of samples.
-            context: ``(n, context)``, one row for all, or ``None``.
-            steps: a multiple of the segments (default: the model's ``steps``,
-                one per segment unless set otherwise).
-        """
-        n, context = self._sampling_args(n, context)
-        count = self.steps if steps is None else self._check_steps(steps)
-        with torch.no_grad():
-            return self.generate(self.base.sample(n), context, steps=count)
-
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self,
+        n: int,
+        context: Tensor | None,
+        options: StepSampleOptions,
+        log_prob_options: NoOptions | None,
     ) -> tuple[Tensor, Tensor | None]:
-        return self.generate(self.base.rsample(n), context), None
+        """``options.steps`` network evaluations, a multiple of the segments (default:
+        the model's ``steps``, one per segment unless set otherwise)."""
+        count = self.steps if options.steps is None else self._check_steps(options.steps)
+        return self.generate(self.base.rsample(n), context, steps=count), None
 
 
 CONSISTENCY_FM_TRAIN_DEFAULTS = {"lr": 1e-3}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution, Empirical, make_base
+from pushforward.inference import NoOptions
 from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.losses import LOSSES, row_regression_loss
 from pushforward.matching.options import velocity_network
@@ -88,6 +90,9 @@ class DistilledFlow(Model):
     def transport(self, x0: Tensor, context: Tensor | None = None) -> Tensor:
         r"""The one-step map :math:`x_0 + v_\theta(x_0, 0, c)` of source points.
 
+        ``x0``, the context and the result are in the data's units (the model's
+        preprocessing maps them in and out).
+
         Args:
             x0: ``(batch, *event)`` source points.
             context: ``(batch, context)``, one row, or ``None``.
@@ -97,7 +102,9 @@ class DistilledFlow(Model):
         """
         x0 = self.check_input(x0)
         context = self.check_context(context, x0.shape[0])
-        return self._transport(x0, context)
+        z0 = self.preprocessing.encode_source(x0)
+        z1 = self._transport(z0, self.preprocessing.encode_context(context))
+        return self.preprocessing.decode(z1)[0]
 
     def _transport(self, x0: Tensor, context: Tensor | None) -> Tensor:
         t = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
@@ -118,50 +125,23 @@ class DistilledFlow(Model):
             return error.square().mean()
         return row_regression_loss(error, self.loss_kind).mean()
 
-    def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, source: Tensor | None = None
-    ) -> Tensor:
-        """The regression loss onto a teacher's end points ``x`` from their ``source`` points.
+    def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:
+        """Refused: the one-step map learns from (source, end point) pairs, not from data.
 
-        The one-step map learns from (source, end point) pairs, not from data
-        alone; :class:`~pushforward.recipes.pairs.PairRegression` feeds pairs to
-        the training engine, :func:`distill` does it all.
-
-        Args:
-            x: ``(batch, *event)`` the teacher's ODE end points.
-            context: ``(batch, context)``, one row, or ``None``.
-            source: ``(batch, *event)`` the source points they came from.
+        :class:`~pushforward.recipes.pairs.PairRegression` feeds pairs to the
+        training engine (its loss is :meth:`regression_loss`), and
+        :func:`~pushforward.recipes.distill.distill` does it all.
         """
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        if source is None:
-            raise ValueError(
-                "a distilled model learns from (source, end point) pairs of a teacher flow, "
-                "not from data alone; pass source=, or train it with "
-                "pushforward.recipes.distill.distill (CLI: pushforward distill)"
-            )
-        source = self.check_input(source)
-        if source.shape != x.shape:
-            raise ValueError(
-                f"source has shape {tuple(source.shape)}, the end points {tuple(x.shape)}"
-            )
-        return self.regression_loss(PairedBatch(source, x, context))
-
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """Draws ``n`` samples ``(n, *event)`` with one network evaluation, without gradients.
-
-        Args:
-            n: number of samples.
-            context: ``(n, context)`` or one row for all, or ``None``.
-        """
-        n, context = self._sampling_args(n, context)
-        with torch.no_grad():
-            return self._transport(self.base.sample(n), context)
+        raise ValueError(
+            "a distilled model learns from (source, end point) pairs of a teacher flow, "
+            "not from data alone; use regression_loss(pairs), or train it with "
+            "pushforward.recipes.distill.distill (CLI: pushforward distill)"
+        )
 
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self, n: int, context: Tensor | None, options: NoOptions, log_prob_options: None
     ) -> tuple[Tensor, Tensor | None]:
-        # with_log_prob is never True: Model refuses it, has_log_prob being False.
+        """One network evaluation a sample (``log_prob_options`` is never given: no density)."""
         return self._transport(self.base.rsample(n), context), None
 
 

@@ -36,6 +36,7 @@ from pushforward.matching.options import divergence_option, event_shape_option
 from pushforward.nn.two_time import TwoTimeVelocityMLP
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution
 from pushforward.ode.likelihood import DIVERGENCES
+from pushforward.ode.options import ODELogProbOptions, StepSampleOptions
 from pushforward.ode.solvers import State
 from pushforward.options import (
     choice,
@@ -113,6 +114,7 @@ class MeanFlow(CoupledVelocityModel):
     """
 
     has_rsample = False
+    sample_options = StepSampleOptions
 
     def __init__(
         self,
@@ -285,28 +287,18 @@ class MeanFlow(CoupledVelocityModel):
                 path.append(state)
         return ODESolution(state=state, times=times, path=path, nfe=times.numel() - 1)
 
-    def sample(  # type: ignore[override]
-        self, n: int, context: Tensor | None = None, *, steps: int | None = None
-    ) -> Tensor:
-        """Draws ``n`` samples ``(n, *event)``: base samples carried by ``steps`` jumps.
-
-        Args:
-            n: number of samples.
-            context: ``(n, context)`` or one row for all, or ``None``.
-            steps: number of uniform steps (default: the model's ``steps``, 1).
-        """
-        n, context = self._sampling_args(n, context)
-        with torch.no_grad():
-            x0 = self.base.sample(n)
-            return final_state(self.solve(x0, context, steps=steps))
-
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self,
+        n: int,
+        context: Tensor | None,
+        options: StepSampleOptions,
+        log_prob_options: ODELogProbOptions | None,
     ) -> tuple[Tensor, Tensor | None]:
-        state = final_state(self.solve(self.base.rsample(n), context))
-        if not with_log_prob:
+        """Base samples carried by ``options.steps`` jumps (default: the model's ``steps``)."""
+        state = final_state(self.solve(self.base.rsample(n), context, steps=options.steps))
+        if log_prob_options is None:
             return state, None
-        return state, self._log_prob(state, context)
+        return state, self._log_prob(state, context, log_prob_options)
 
     def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
         if method not in FIXED_STEP_METHODS:

@@ -30,6 +30,7 @@ from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.options import divergence_option, event_shape_option
 from pushforward.nn.two_time import TwoTimeVelocityMLP
 from pushforward.ode import FIXED_STEP_METHODS, solve_ode
+from pushforward.ode.options import ODELogProbOptions, StepSampleOptions
 from pushforward.options import choice, hidden_widths, positive_int, sizes, unit_interval
 from pushforward.registry import register
 
@@ -121,6 +122,8 @@ class ShortcutModel(CoupledVelocityModel):
         divergence: ``exact`` or ``hutchinson`` for ``log_prob``.
         probes: Hutchinson probes per point.
     """
+
+    sample_options = StepSampleOptions
 
     def __init__(
         self,
@@ -276,30 +279,26 @@ class ShortcutModel(CoupledVelocityModel):
             x = x + d * self.shortcut(x, source.new_tensor(i * d), query, context)
         return x
 
-    def sample(  # type: ignore[override]
-        self, n: int, context: Tensor | None = None, *, steps: int | None = None
-    ) -> Tensor:
-        """Draws ``n`` samples ``(n, *event)`` in ``steps`` jumps of size ``1/steps``.
-
-        Args:
-            n: number of samples.
-            context: ``(n, context)``, one row for all, or ``None``.
-            steps: number of jumps (network evaluations), default the model's ``steps``.
-        """
-        n, context = self._sampling_args(n, context)
-        count = self.steps if steps is None else positive_int("steps", steps)
-        with torch.no_grad():
-            return self.generate(self.base.sample(n), context, steps=count)
-
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self,
+        n: int,
+        context: Tensor | None,
+        options: StepSampleOptions,
+        log_prob_options: ODELogProbOptions | None,
     ) -> tuple[Tensor, Tensor | None]:
+        """``options.steps`` jumps of size ``1/steps`` (default: the model's ``steps``).
+
+        With log-densities the samples come from the :math:`d \\to 0` flow's ODE
+        (solved as ``log_prob_options`` say), whose density that is.
+        """
         source = self.base.rsample(n)
-        if not with_log_prob:
-            return self.generate(source, context), None
-        # The density is that of the d -> 0 flow, so its samples come from that ODE.
-        x = self.solve(source, context)
-        return x, self._log_prob(x, context)
+        if log_prob_options is None:
+            count = self.steps if options.steps is None else options.steps
+            return self.generate(source, context, steps=count), None
+        x = self.solve(
+            source, context, solver=log_prob_options.solver, steps=log_prob_options.steps
+        )
+        return x, self._log_prob(x, context, log_prob_options)
 
     def solve(
         self,

@@ -17,13 +17,10 @@ from torch import Tensor, nn
 from pushforward.distributions import Distribution
 from pushforward.matching.couplings import COUPLINGS, PairedBatch, make_coupling, sinkhorn_coupling
 from pushforward.model import Model
-from pushforward.ode import ADAPTIVE_METHODS, FIXED_STEP_METHODS, ODESolution
+from pushforward.ode import ODESolution
 from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
+from pushforward.ode.options import SOLVERS, ODELogProbOptions
 from pushforward.options import choice, positive_int
-
-SOLVERS: tuple[str, ...] = tuple(FIXED_STEP_METHODS) + tuple(ADAPTIVE_METHODS)
-"""Solver names ``sample`` and ``log_prob`` accept."""
-
 
 # -- coupled pairs ------------------------------------------------------------------
 
@@ -78,9 +75,7 @@ def batch_pairs(
     context: Tensor | None,
     prepared: PairedBatch | None,
 ) -> PairedBatch:
-    """The coupled pairs of a training batch: ``prepared`` ones, or drawn here."""
-    x = model.check_input(x)
-    context = model.check_context(context, x.shape[0])
+    """The coupled pairs of a checked training batch: ``prepared`` ones, or drawn here."""
     if prepared is None:
         return couple(coupling, base.sample(x.shape[0]).to(x), x, context)
     if prepared.x1.shape != x.shape:
@@ -137,10 +132,10 @@ class CoupledModel(Model):
         """
         return prepare_pairs(self.coupling, self.base, x, context, seed)
 
-    def loss(  # type: ignore[override]
-        self, x: Tensor, context: Tensor | None = None, prepared: PairedBatch | None = None
+    def _loss(
+        self, x: Tensor, context: Tensor | None, prepared: PairedBatch | None = None
     ) -> Tensor:
-        """The model's training objective on a batch of data ``x: (batch, *event)``.
+        """The model's training objective on a batch ``x: (batch, *event)`` in its units.
 
         ``prepared`` is the batch's coupling made ahead by :meth:`prepare_batch`
         (the training engine passes it); without it the source points are drawn
@@ -218,6 +213,8 @@ class CoupledVelocityModel(CoupledModel):
         Scalable Reversible Generative Models.
     """
 
+    log_prob_options = ODELogProbOptions
+
     likelihood_solver: str
     atol: float
     rtol: float
@@ -247,55 +244,18 @@ class CoupledVelocityModel(CoupledModel):
         """The steps ``log_prob`` gives the solver ``method`` when asked for ``steps``."""
         raise NotImplementedError
 
-    def log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Log-density of ``x: (batch, *event)`` by the instantaneous change of variables.
+    def _log_prob(self, x: Tensor, context: Tensor | None, options: ODELogProbOptions) -> Tensor:
+        """Log-density by the instantaneous change of variables; see the class docstring.
 
-        Args:
-            x: data points.
-            context: ``(batch, context)``, one row, or ``None``.
-            solver: ODE method (default ``likelihood_solver``, adaptive Dormand-Prince
-                unless set otherwise).
-            steps: steps of a fixed-step solver (the model's default, where it has one).
-            atol, rtol: tolerances of an adaptive solver.
-            divergence: ``"exact"`` or ``"hutchinson"``.
-            probes: Hutchinson probes per point.
-            generator: random generator of the Hutchinson probes.
-
-        Returns:
-            ``(batch,)``, differentiable with respect to ``x`` and the parameters.
+        ``options`` (``solver``, ``steps``, ``atol``, ``rtol``, ``divergence``,
+        ``probes``, ``generator``) override the model's likelihood settings; the
+        result is differentiable with respect to ``x`` and the parameters.
         """
         self._require("log_prob", self.has_log_prob)
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
-        return self._log_prob(x, context, solver, steps, atol, rtol, divergence, probes, generator)
-
-    def _log_prob(  # type: ignore[override]
-        self,
-        x: Tensor,
-        context: Tensor | None,
-        solver: str | None = None,
-        steps: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        divergence: str | None = None,
-        probes: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        self._require("log_prob", self.has_log_prob)
-        method = choice("solver", solver or self.likelihood_solver, SOLVERS)
-        kind = choice("divergence", divergence or self.divergence, DIVERGENCES)
+        method = options.solver or self.likelihood_solver
+        kind = options.divergence or self.divergence
+        steps, atol, rtol = options.steps, options.atol, options.rtol
+        probes, generator = options.probes, options.generator
 
         def field(t: Tensor, state: Tensor) -> Tensor:
             return self.velocity(state, t, context)

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
-from pushforward.matching.coupled import SOLVERS, CoupledVelocityModel, couple, final_state
+from pushforward.inference import resolve_options
+from pushforward.matching.coupled import CoupledVelocityModel, couple, final_state
 from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.losses import LOSS_WEIGHTINGS, LOSSES, row_regression_loss
 from pushforward.matching.options import (
@@ -30,6 +31,7 @@ from pushforward.matching.schedulers import (
 from pushforward.matching.time_sampling import TIME_SAMPLERS, sample_times, time_density
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
+from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
 from pushforward.options import choice, positive_int, sizes
 from pushforward.registry import register
 
@@ -106,6 +108,7 @@ class FlowMatching(CoupledVelocityModel):
     """
 
     has_rsample = True
+    sample_options = ODESampleOptions
 
     def __init__(
         self,
@@ -351,72 +354,54 @@ class FlowMatching(CoupledVelocityModel):
             return_path=return_path,
         )
 
-    def sample(  # type: ignore[override]
-        self,
-        n: int,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        guidance: float = 1.0,
-    ) -> Tensor:
-        """Draws ``n`` samples ``(n, *event)`` by solving the ODE from base samples.
-
-        Args:
-            n: number of samples.
-            context: ``(n, context)`` or one row for all, or ``None``.
-            solver: ODE method (default: the model's ``solver``).
-            steps: fixed steps (default: the model's ``steps``).
-            guidance: classifier-free guidance scale (models trained with
-                ``context_dropout``).
-        """
-        n, context = self._sampling_args(n, context)
-        with torch.no_grad():
-            x0 = self.base.sample(n)
-            solution = self.solve(x0, context, solver=solver, steps=steps, guidance=guidance)
-            return final_state(solution)
-
-    def transport(
-        self,
-        x0: Tensor,
-        context: Tensor | None = None,
-        *,
-        solver: str | None = None,
-        steps: int | None = None,
-        guidance: float = 1.0,
-    ) -> Tensor:
+    def transport(self, x0: Tensor, context: Tensor | None = None, **options: Any) -> Tensor:
         r"""Pushes given source points ``x0`` through the flow, from t = 0 to t = 1.
 
         .. math:: x_1 = x_0 + \int_0^1 v_\theta(x_t, t, c)\,dt
 
         With an empirical source this is the learned map from the source data set
         onto the data (a straight, close-to-Monge map when trained with the ``ot``
-        coupling); with a Gaussian base it maps given base points. Differentiable in
-        ``x0`` and the parameters; wrap in ``torch.no_grad()`` for inference.
+        coupling); with a Gaussian base it maps given base points. ``x0``, the
+        context and the result are in the data's units: the model's preprocessing
+        maps them in and out. Differentiable in ``x0`` and the parameters; wrap in
+        ``torch.no_grad()`` for inference.
 
         References: Liu et al. (2023), Flow Straight and Fast: Learning to Generate
         and Transfer Data with Rectified Flow.
 
         Args:
-            x0: ``(n, *event)`` source points, in the units the model was trained in.
+            x0: ``(n, *event)`` source points (of the source data set, or of the base).
             context: ``(n, context)`` or one row for all, or ``None``.
-            solver, steps, guidance: as for :meth:`sample`.
+            **options: this model's ``sample_options`` (``solver``, ``steps``, ``guidance``).
 
         Returns:
             ``(n, *event)`` the transported points.
         """
+        resolved = resolve_options(self.sample_options, options, self._method("transport"))
         x0 = self.check_input(x0)
         context = self.check_context(context, x0.shape[0])
-        return final_state(self.solve(x0, context, solver=solver, steps=steps, guidance=guidance))
+        z0 = self.preprocessing.encode_source(x0)
+        z1 = self._transport(z0, self.preprocessing.encode_context(context), resolved)
+        return self.preprocessing.decode(z1)[0]
+
+    def _transport(self, x0: Tensor, context: Tensor | None, options: ODESampleOptions) -> Tensor:
+        """The flow's end points from source points, in the model's units."""
+        solution = self.solve(
+            x0, context, solver=options.solver, steps=options.steps, guidance=options.guidance
+        )
+        return final_state(solution)
 
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self,
+        n: int,
+        context: Tensor | None,
+        options: ODESampleOptions,
+        log_prob_options: ODELogProbOptions | None,
     ) -> tuple[Tensor, Tensor | None]:
-        x0 = self.base.rsample(n)
-        x = final_state(self.solve(x0, context))
-        if not with_log_prob:
+        x = self._transport(self.base.rsample(n), context, options)
+        if log_prob_options is None:
             return x, None
-        return x, self._log_prob(x, context)
+        return x, self._log_prob(x, context, log_prob_options)
 
     def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
         return (steps or self.steps) if method in FIXED_STEP_METHODS else None

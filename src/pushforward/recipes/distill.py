@@ -3,6 +3,7 @@ the pairs of the teacher's ODE (InstaFlow)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,8 @@ def student_for(teacher: FlowMatching, *, init: str = "parent", **options: Any) 
     student = build("distilled", **resolved)
     if not isinstance(student, DistilledFlow):
         raise TypeError("the 'distilled' builder did not return a DistilledFlow")
+    # The student lives in the teacher's units: it keeps its preprocessing.
+    student.set_preprocessing(copy.deepcopy(teacher.preprocessing))
     reference = next(iter(teacher.parameters()), None)
     if reference is not None:
         student.to(dtype=reference.dtype, device=reference.device)

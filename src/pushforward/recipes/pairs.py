@@ -205,10 +205,8 @@ class PairRegression(Model):
         self.event_shape = (2 * math.prod(self.pair_event_shape),)
         self.context_features = model.context_features
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:
         """The wrapped model's regression loss on packed pairs ``x: (batch, 2 * features)``."""
-        x = self.check_input(x)
-        context = self.check_context(context, x.shape[0])
         pairs = unpack_pairs(x, self.pair_event_shape, context)
         return self.model.regression_loss(pairs)  # type: ignore[operator]
 

@@ -11,6 +11,7 @@ other.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,8 @@ def rectified_model(parent: FlowMatching, *, init: str = "parent", **options: An
     model = build("fm", **merged)
     if not isinstance(model, FlowMatching):
         raise TypeError("the 'fm' builder did not return a FlowMatching model")
+    # The rectified model lives in the parent's units: it keeps its preprocessing.
+    model.set_preprocessing(copy.deepcopy(parent.preprocessing))
     reference = next(iter(parent.parameters()), None)
     if reference is not None:
         model.to(dtype=reference.dtype, device=reference.device)

@@ -285,9 +285,8 @@ def preprocessed_rows(
     reference = model._reference()
     dtype = data.dtype if reference is None else reference.dtype
     encoded = model.preprocessing.encode(data)[0].to(dtype)
-    if context is not None:
-        context = model.preprocessing.encode_context(context).to(dtype)
-    return encoded, context
+    mapped = model.preprocessing.encode_context(context)
+    return encoded, None if mapped is None else mapped.to(dtype)
 
 
 def _split(

@@ -1,4 +1,4 @@
-"""A run: a model trained into a run directory, created or resumed, the same from Python and the CLI."""
+"""A run: a model trained into a run directory, created or resumed, alike from Python and CLI."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from pushforward.train.run_inputs import (
     read_source,
 )
 from pushforward.transforms.preprocessing import Preprocessing
+from pushforward.transforms.standardize import Standardize
 
 
 @dataclass
@@ -59,7 +60,7 @@ class RunResult:
     config: dict[str, Any]
 
 
-def _as_list(tensor: Tensor) -> list:
+def _as_list(tensor: Any) -> list:
     return tensor.tolist()
 
 
@@ -116,7 +117,10 @@ def train_run(
     name = model
     builder_for(name)  # an unknown name is an error listing the valid ones
     options = dict(options or {})
-    config = train if isinstance(train, TrainingConfig) else TrainingConfig.resolve(name, None, train)
+    if isinstance(train, TrainingConfig):
+        config = train
+    else:
+        config = TrainingConfig.resolve(name, None, train)
     check_model_options(name, options, source)
     out = Path(out)
     previous = None
@@ -256,8 +260,8 @@ def _resolved_config(
     preprocessing: Preprocessing,
     config: TrainingConfig,
 ) -> dict[str, Any]:
-    mean, std = preprocessing.data.mean, preprocessing.data.std  # type: ignore[union-attr]
-    context_part = preprocessing.context
+    mean, std = _statistics(preprocessing.data)
+    context_mean, context_std = _statistics(preprocessing.context)
     resolved: dict[str, Any] = {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
@@ -278,15 +282,23 @@ def _resolved_config(
             # Losses in metrics.jsonl are in standardised units; add this to get
             # the negative log-likelihood in the data's original units.
             "log_std_sum": float(torch.log(std).sum()),
-            "context_mean": None if context_part is None else _as_list(context_part.mean),
-            "context_std": None if context_part is None else _as_list(context_part.std),
+            "context_mean": None if context_mean is None else _as_list(context_mean),
+            "context_std": None if context_std is None else _as_list(context_std),
         },
         "train": config.as_dict(),
     }
-    if preprocessing.source is not None:
-        resolved["standardization"]["source_mean"] = _as_list(preprocessing.source.mean)
-        resolved["standardization"]["source_std"] = _as_list(preprocessing.source.std)
+    source_mean, source_std = _statistics(preprocessing.source)
+    if source_mean is not None and source_std is not None:
+        resolved["standardization"]["source_mean"] = _as_list(source_mean)
+        resolved["standardization"]["source_std"] = _as_list(source_std)
     return resolved
+
+
+def _statistics(part: object) -> tuple[Any, Any]:
+    """A standardisation's mean and std (``None, None`` for the identity)."""
+    if isinstance(part, Standardize):
+        return part.mean, part.std
+    return None, None
 
 
 def _check_resumable(out: Path, previous: dict[str, Any], resolved: dict[str, Any]) -> None:

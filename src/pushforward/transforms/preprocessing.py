@@ -155,8 +155,7 @@ class Preprocessing(nn.Module):
                 continue
             kind = entry.get("kind") if isinstance(entry, dict) else None
             if kind not in PREPROCESSING_KINDS:
-                raise ValueError(
-                    f"unknown {name} preprocessing {kind!r}; known: {', '.join(PREPROCESSING_KINDS)}"
-                )
+                known = ", ".join(PREPROCESSING_KINDS)
+                raise ValueError(f"unknown {name} preprocessing {kind!r}; known: {known}")
             parts[name] = PREPROCESSING_KINDS[kind].placeholder(entry, dtype)
         return cls(**parts)

@@ -76,7 +76,10 @@ class Standardize(Transform):
 
     @classmethod
     def fitted(cls, data: Tensor | np.ndarray) -> Standardize:
-        """The standardisation of ``data: (rows, *event_shape)`` (see :func:`fit_standardization`)."""
+        """The standardisation fitted to ``data: (rows, *event_shape)``.
+
+        See :func:`fit_standardization` for the statistics.
+        """
         return cls(*fit_standardization(data))
 
     def description(self) -> dict[str, Any]:
