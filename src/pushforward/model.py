@@ -152,6 +152,25 @@ class Model(nn.Module):
             raise TypeError(f"expected a Preprocessing, got {type(preprocessing).__name__}")
         if preprocessing.context is not None and self.context_features == 0:
             raise ValueError("a context preprocessing was given for an unconditional model")
+        wanted = {
+            "data": tuple(self.event_shape),
+            "source": tuple(self.event_shape),
+            "context": (self.context_features,),
+        }
+        for part, shape in preprocessing.shapes().items():
+            if len(shape) > len(wanted[part]) or any(
+                size not in (1, full) for size, full in zip(shape[::-1], wanted[part][::-1])
+            ):
+                raise ValueError(
+                    f"the {part} preprocessing has shape {shape}, "
+                    f"which does not fit the model's {part} shape {wanted[part]}"
+                )
+        base = getattr(self, "base", None)
+        if preprocessing.source is not None and getattr(base, "has_density", True):
+            raise ValueError(
+                "a source standardisation applies to a flow between two data sets (an "
+                "empirical source), not to a model whose base has a density"
+            )
         self.preprocessing = preprocessing
         return self
 

@@ -90,7 +90,7 @@ def test_eval_matches_python_log_prob(moons_run: Path, capsys: pytest.CaptureFix
     config = json.loads((moons_run / "config.json").read_text())
     std = torch.tensor(config["standardization"]["std"])
     mean = torch.tensor(config["standardization"]["mean"])
-    inner = model.transform.transforms[1]
+    inner = model.transform
     with torch.no_grad():
         z, logdet = inner((x - mean) / std)
         inner_nll = -(model.base.log_prob(z) + logdet).double().mean().item()
@@ -415,13 +415,17 @@ def test_demo_refuses_a_foreign_directory(
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_folded_standardization_round_trips(dtype: torch.dtype, tmp_path: Path) -> None:
-    from pushforward.flows.flow import fold_standardization
+def test_a_standardizing_preprocessing_round_trips(dtype: torch.dtype, tmp_path: Path) -> None:
+    import copy
+
+    from pushforward.transforms import Preprocessing, Standardize
 
     flow = pushforward.build("nsf", features=2, context=1, transforms=2, hidden=[8]).to(dtype)
     mean, std = torch.tensor([1.0, -2.0], dtype=dtype), torch.tensor([2.0, 0.5], dtype=dtype)
     c_mean, c_std = torch.tensor([5.0], dtype=dtype), torch.tensor([3.0], dtype=dtype)
-    folded = fold_standardization(flow, mean, std, c_mean, c_std)
+    folded = copy.deepcopy(flow).set_preprocessing(
+        Preprocessing(Standardize(mean, std), Standardize(c_mean, c_std))
+    )
     x = torch.randn(7, 2, dtype=dtype)
     c = torch.randn(7, 1, dtype=dtype)
     with torch.no_grad():

@@ -12,7 +12,7 @@ import torch
 import pushforward
 from pushforward.cli.main import main
 from pushforward.data import load_dataset
-from pushforward.standardized import StandardizedModel
+from pushforward.transforms import Preprocessing, Standardize
 
 TINY_FM = ["--set", "hidden=[32,32]", "--set", "time_embedding=8", "--quiet"]
 FAST = ["--solver", "rk4", "--steps", "8"]
@@ -37,15 +37,16 @@ def fm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fm_run_loads_in_original_units(fm_run: Path) -> None:
     model = pushforward.load(fm_run)
-    assert isinstance(model, StandardizedModel)
+    assert isinstance(model.preprocessing.data, Standardize)
     config = json.loads((fm_run / "config.json").read_text())
     assert config["model"]["name"] == "fm"
     assert config["model"]["options"]["coupling"] == "ot"
     mean = torch.tensor(config["standardization"]["mean"])
     std = torch.tensor(config["standardization"]["std"])
-    torch.testing.assert_close(model.mean, mean.float())
+    torch.testing.assert_close(model.preprocessing.data.mean, mean.float())
     x = load_dataset("builtin:moons", n=50, seed=1).values.float()
-    inner = model.model.log_prob((x - mean) / std, solver="rk4", steps=8)
+    inner_model = pushforward.load(fm_run).set_preprocessing(Preprocessing())
+    inner = inner_model.log_prob((x - mean) / std, solver="rk4", steps=8)
     expected = inner - torch.log(std).sum()
     torch.testing.assert_close(model.log_prob(x, solver="rk4", steps=8), expected)
 

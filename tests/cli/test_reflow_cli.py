@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from pushforward.standardized import StandardizedModel
 from safetensors.torch import load_file, save_file
 from scipy.spatial.distance import cdist
 
@@ -83,10 +82,14 @@ def test_reflowed_run_is_a_plain_fm_run_with_lineage(runs: dict[str, Path]) -> N
 
 def test_reflowed_run_loads_in_original_units(runs: dict[str, Path]) -> None:
     parent, child = pushforward.load(runs["fm"]), pushforward.load(runs["fm-2"])
-    assert isinstance(child, StandardizedModel) and isinstance(child.model, FlowMatching)
-    assert isinstance(parent, StandardizedModel)
-    torch.testing.assert_close(child.mean, parent.mean, rtol=0, atol=0)
-    torch.testing.assert_close(child.std, parent.std, rtol=0, atol=0)
+    assert isinstance(child, FlowMatching) and isinstance(parent, FlowMatching)
+    for name in ("mean", "std"):
+        torch.testing.assert_close(
+            getattr(child.preprocessing.data, name),
+            getattr(parent.preprocessing.data, name),
+            rtol=0,
+            atol=0,
+        )
     # The reflowed model starts from the parent's weights and trains them.
     assert any(
         not torch.equal(value, parent.state_dict()[key])
@@ -119,14 +122,15 @@ def test_distilled_run_samples_in_one_step(runs: dict[str, Path], tmp_path: Path
     assert run["model"]["name"] == "distilled"
     assert run["lineage"]["method"] == "distill" and run["lineage"]["teacher_k"] == 2
     model = pushforward.load(runs["one-step"])
-    assert isinstance(model, StandardizedModel) and isinstance(model.model, DistilledFlow)
+    assert isinstance(model, DistilledFlow)
     assert not model.has_log_prob
     out = tmp_path / "s.npy"
     assert main(["sample", str(runs["one-step"]), "-n", "300", "--out", str(out)]) == 0
     torch.manual_seed(0)
-    x0 = model.model.base.sample(300)
+    x0 = model.base.sample(300)
     with torch.no_grad():
-        mapped = model.mean + model.std * model.model.transport(x0)
+        # A Gaussian base has no source map: transport(x0) is mean + std * T(x0).
+        mapped = model.transport(x0)
     np.testing.assert_allclose(np.load(out), mapped.double().numpy(), rtol=1e-6, atol=1e-6)
 
 
@@ -252,9 +256,9 @@ def test_a_flow_between_data_sets_keeps_its_source(
         assert config(run)["source"] == config(parent)["source"]
         assert config(run)["standardization"] == config(parent)["standardization"]
     teacher, one_step = pushforward.load(parent), pushforward.load(student)
-    assert isinstance(teacher, StandardizedModel) and isinstance(one_step, StandardizedModel)
-    rows = teacher.model.base.rows  # type: ignore[union-attr]
-    torch.testing.assert_close(one_step.model.base.rows, rows, rtol=0, atol=0)  # type: ignore[union-attr,arg-type]
+    assert isinstance(teacher, FlowMatching) and isinstance(one_step, DistilledFlow)
+    rows = teacher.base.rows
+    torch.testing.assert_close(one_step.base.rows, rows, rtol=0, atol=0)
     # Given source rows (original units) map through the source standardisation.
     points = load_dataset("builtin:8gaussians", n=50, seed=3).values.float()
     np.save(tmp_path / "a.npy", points.double().numpy())
@@ -386,9 +390,9 @@ def test_saved_pairs_are_the_parents_ode_ends(runs: dict[str, Path]) -> None:
     # here by a fixed-step solver instead of the run's dopri5.
     assert abs(float(saved["x0"].mean())) < 0.15 and abs(float(saved["x0"].std()) - 1) < 0.1
     parent = pushforward.load(runs["fm"])
-    assert isinstance(parent, StandardizedModel) and isinstance(parent.model, FlowMatching)
+    assert isinstance(parent, FlowMatching)
     with torch.no_grad():
-        ends = parent.model.solve(saved["x0"][:100], solver="rk4", steps=200)
+        ends = parent.solve(saved["x0"][:100], solver="rk4", steps=200)
     torch.testing.assert_close(ends.state, saved["x1"][:100], rtol=0, atol=1e-4)
 
 

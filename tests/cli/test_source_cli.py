@@ -13,7 +13,7 @@ from scipy.linalg import sqrtm
 import pushforward
 from pushforward.cli.main import main
 from pushforward.distributions import Empirical
-from pushforward.standardized import StandardizedModel
+from pushforward.transforms import Standardize
 
 SMALL = ["--set", "hidden=[64,64]", "--set", "time_embedding=8", "--quiet"]
 SOURCE_SCALE = np.array([2.0, 0.5])
@@ -95,7 +95,7 @@ def test_sample_n_maps_rows_of_the_stored_source(ot_run: Path, clouds: Path) -> 
     assert main(["sample", str(ot_run), "-n", "60", "--out", str(out), "--seed", "4"]) == 0
     drawn = np.load(out)
     model = pushforward.load(ot_run)
-    assert isinstance(model, StandardizedModel) and model.source_mean is not None
+    assert isinstance(model.preprocessing.source, Standardize)
     with torch.no_grad():
         images = model.transport(torch.from_numpy(np.load(clouds / "A.npy")).float()).double()
     distances = np.linalg.norm(drawn[:, None, :] - images.numpy()[None, :, :], axis=2)
@@ -112,13 +112,13 @@ def test_source_statistics_and_rows_round_trip(ot_run: Path, clouds: Path) -> No
     np.testing.assert_allclose(config["standardization"]["source_mean"], source.mean(0))
     np.testing.assert_allclose(config["standardization"]["source_std"], source.std(0))
     model = pushforward.load(ot_run)
-    assert isinstance(model, StandardizedModel)
-    assert model.source_mean is not None and model.source_std is not None
-    np.testing.assert_allclose(model.source_mean.numpy(), source.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(model.source_std.numpy(), source.std(0), rtol=1e-6)
-    base = model.model.base
+    standardize = model.preprocessing.source
+    assert isinstance(standardize, Standardize)
+    np.testing.assert_allclose(standardize.mean.numpy(), source.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(standardize.std.numpy(), source.std(0), rtol=1e-6)
+    base = model.base
     assert isinstance(base, Empirical) and base.count == 1000
-    rows = base.rows.double() * model.source_std.double() + model.source_mean.double()
+    rows = base.rows.double() * standardize.std.double() + standardize.mean.double()
     np.testing.assert_allclose(rows.numpy(), source, atol=1e-5)
     assert model.has_log_prob is False
     with pytest.raises(NotImplementedError, match="empirical source"):

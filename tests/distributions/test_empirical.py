@@ -11,7 +11,7 @@ from scipy import stats
 import pushforward
 from pushforward.distributions import Empirical
 from pushforward.matching import FlowMatching
-from pushforward.standardized import StandardizedModel, standardize_model
+from pushforward.transforms import Preprocessing, Standardize
 from tests.contract import randomize_
 
 ROWS = torch.tensor(
@@ -116,7 +116,9 @@ def test_a_flow_from_an_empirical_source_has_no_log_prob() -> None:
     for call in (lambda: model.log_prob(ROWS), lambda: model.sample_and_log_prob(3)):
         with pytest.raises(NotImplementedError, match="empirical source"):
             call()
-    wrapped = standardize_model(model, torch.zeros(2).double(), torch.ones(2).double())
+    wrapped = model.set_preprocessing(
+        Preprocessing(Standardize(torch.zeros(2).double(), torch.ones(2).double()))
+    )
     assert wrapped.has_log_prob is False
     with pytest.raises(NotImplementedError, match="empirical source"):
         wrapped.log_prob(ROWS)
@@ -158,21 +160,23 @@ def test_standardized_transport_and_save_load(tmp_path: Path) -> None:
     mean, std = torch.tensor([1.0, -2.0]).double(), torch.tensor([0.5, 3.0]).double()
     source_mean = torch.tensor([10.0, 20.0]).double()
     source_std = torch.tensor([2.0, 4.0]).double()
-    wrapped = standardize_model(model, mean, std, source_mean=source_mean, source_std=source_std)
-    assert isinstance(wrapped, StandardizedModel)
     x0 = torch.randn(9, 2, dtype=torch.float64) * source_std + source_mean
     inner = model.transport((x0 - source_mean) / source_std, solver="rk4", steps=6)
     expected = mean + std * inner
+    wrapped = model.set_preprocessing(
+        Preprocessing(Standardize(mean, std), source=Standardize(source_mean, source_std))
+    )
     torch.testing.assert_close(wrapped.transport(x0, solver="rk4", steps=6), expected)
 
     pushforward.save(wrapped, tmp_path / "run")
     loaded = pushforward.load(tmp_path / "run")
-    assert isinstance(loaded, StandardizedModel) and loaded.has_log_prob is False
-    assert loaded.source_mean is not None and loaded.source_std is not None
-    assert torch.equal(loaded.source_mean, source_mean)
-    assert torch.equal(loaded.source_std, source_std)
-    assert isinstance(loaded.model, FlowMatching) and isinstance(loaded.model.base, Empirical)
-    assert torch.equal(loaded.model.base.rows, ROWS)
+    assert isinstance(loaded, FlowMatching) and loaded.has_log_prob is False
+    standardize = loaded.preprocessing.source
+    assert isinstance(standardize, Standardize)
+    assert torch.equal(standardize.mean, source_mean)
+    assert torch.equal(standardize.std, source_std)
+    assert isinstance(loaded.base, Empirical)
+    assert torch.equal(loaded.base.rows, ROWS)
     torch.testing.assert_close(loaded.transport(x0, solver="rk4", steps=6), expected)
 
 
@@ -180,4 +184,4 @@ def test_source_standardization_is_refused_for_a_normalizing_flow() -> None:
     flow = pushforward.build("nsf", features=2, hidden=[8], transforms=1)
     ones, zeros = torch.ones(2), torch.zeros(2)
     with pytest.raises(ValueError, match="source standardisation"):
-        standardize_model(flow, zeros, ones, source_mean=zeros, source_std=ones)
+        flow.set_preprocessing(Preprocessing(Standardize(zeros, ones), None, Standardize(zeros, ones)))

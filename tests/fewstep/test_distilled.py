@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from pushforward.standardized import standardize_model
+from pushforward.transforms import Preprocessing, Standardize
 
 import pushforward
 from pushforward.fewstep.distilled import DistilledFlow
@@ -82,7 +84,9 @@ def test_save_and_load_give_identical_outputs(tmp_path: Path) -> None:
     student = student_for(teacher).float()
     randomize_(student, 0.1, torch.Generator().manual_seed(4))
     mean, std = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
-    folded = standardize_model(student, mean, std, torch.zeros(2), torch.ones(2))
+    folded = copy.deepcopy(student).set_preprocessing(
+        Preprocessing(Standardize(mean, std), Standardize(torch.zeros(2), torch.ones(2)))
+    )
     pushforward.save(folded, tmp_path)
     loaded = pushforward.load(tmp_path)
     assert not loaded.has_log_prob

@@ -34,7 +34,7 @@ class Scalar(Model):
         super().__init__()
         self.theta = nn.Parameter(torch.tensor([start]))
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def _loss(self, x: Tensor, context: Tensor | None, prepared: object = None) -> Tensor:
         return ((self.theta - x) ** 2).mean()
 
 
@@ -50,7 +50,7 @@ class Faulty(Model):
         self.nan_grad_at = set(nan_grad_at)
         self.calls = 0
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def _loss(self, x: Tensor, context: Tensor | None, prepared: object = None) -> Tensor:
         self.calls += 1
         loss = self.inner.loss(x, context)
         if self.calls in self.nan_loss_at:
@@ -76,5 +76,5 @@ class Noisy(Model):
         self.event_shape = inner.event_shape
         self.context_features = inner.context_features
 
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def _loss(self, x: Tensor, context: Tensor | None, prepared: object = None) -> Tensor:
         return self.inner.loss(x + 0.1 * torch.randn_like(x), context)

@@ -127,6 +127,15 @@ class Preprocessing(nn.Module):
             return x0
         return self.source(x0)[0]
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of the parts' statistics (those that have a ``mean`` buffer)."""
+        found = {}
+        for name in PARTS:
+            mean = getattr(getattr(self, name), "mean", None)
+            if isinstance(mean, Tensor):
+                found[name] = tuple(mean.shape)
+        return found
+
     def description(self) -> dict[str, Any]:
         """The parts' descriptions for ``model.json`` (identity parts left out)."""
         described = {}
