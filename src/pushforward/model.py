@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pushforward.distributions.torch_view import ModelDistribution
+
 
 class Model(nn.Module):
     r"""A generative model: a pushforward of a simple base distribution.
@@ -216,3 +218,14 @@ class Model(nn.Module):
     def _require(self, what: str, available: bool) -> None:
         if not available:
             raise NotImplementedError(f"{type(self).__name__} does not provide {what}")
+
+    # -- interoperability --------------------------------------------------------
+
+    def distribution(self, context: Tensor | None = None, **options: Any) -> ModelDistribution:
+        """This model, given ``context``, as a ``torch.distributions.Distribution``.
+
+        ``context: (*batch, context)`` gives ``batch_shape = batch``; ``options`` go
+        to every ``sample``, ``rsample`` and ``log_prob`` call. See
+        :class:`~pushforward.distributions.torch_view.ModelDistribution`.
+        """
+        return ModelDistribution(self, context, **options)
