@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pushforward.distributions.torch_view import ModelDistribution
 from pushforward.inference import InferenceOptions, NoOptions, resolve_options
 from pushforward.options import closest
 from pushforward.transforms.preprocessing import Preprocessing
@@ -159,7 +160,8 @@ class Model(nn.Module):
         }
         for part, shape in preprocessing.shapes().items():
             if len(shape) > len(wanted[part]) or any(
-                size not in (1, full) for size, full in zip(shape[::-1], wanted[part][::-1])
+                size not in (1, full)
+                for size, full in zip(shape[::-1], wanted[part][::-1], strict=False)
             ):
                 raise ValueError(
                     f"the {part} preprocessing has shape {shape}, "
@@ -359,3 +361,14 @@ class Model(nn.Module):
     def _require(self, what: str, available: bool) -> None:
         if not available:
             raise NotImplementedError(f"{type(self).__name__} does not provide {what}")
+
+    # -- interoperability --------------------------------------------------------
+
+    def distribution(self, context: Tensor | None = None, **options: Any) -> ModelDistribution:
+        """This model, given ``context``, as a ``torch.distributions.Distribution``.
+
+        ``context: (*batch, context)`` gives ``batch_shape = batch``; ``options`` go
+        to every ``sample``, ``rsample`` and ``log_prob`` call. See
+        :class:`~pushforward.distributions.torch_view.ModelDistribution`.
+        """
+        return ModelDistribution(self, context, **options)

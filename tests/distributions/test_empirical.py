@@ -184,4 +184,6 @@ def test_source_standardization_is_refused_for_a_normalizing_flow() -> None:
     flow = pushforward.build("nsf", features=2, hidden=[8], transforms=1)
     ones, zeros = torch.ones(2), torch.zeros(2)
     with pytest.raises(ValueError, match="source standardisation"):
-        flow.set_preprocessing(Preprocessing(Standardize(zeros, ones), None, Standardize(zeros, ones)))
+        flow.set_preprocessing(
+            Preprocessing(Standardize(zeros, ones), None, Standardize(zeros, ones))
+        )

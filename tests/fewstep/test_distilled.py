@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import copy
-
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from pushforward.transforms import Preprocessing, Standardize
 
 import pushforward
 from pushforward.fewstep.distilled import DistilledFlow
 from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import FlowMatching
 from pushforward.recipes.distill import student_for
+from pushforward.transforms import Preprocessing, Standardize
 from tests.contract import randomize_
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,6 +4,8 @@
 (the ``base`` keyword); ``BASES`` lists the valid names. :class:`Empirical`
 (stored data rows, no density) is the source of a flow between two data sets;
 it is built from rows, not by name, so it is not among ``BASES``.
+:class:`ModelDistribution` is the other way round: any pushforward model, given
+its context, seen as a ``torch.distributions.Distribution``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pushforward.distributions.base import Distribution
 from pushforward.distributions.empirical import Empirical
 from pushforward.distributions.normal import DiagonalNormal, StandardNormal
 from pushforward.distributions.student_t import StudentT
+from pushforward.distributions.torch_view import ModelDistribution
 from pushforward.distributions.uniform import BoxUniform
 
 _BASE_CLASSES: dict[str, type[Distribution]] = {
@@ -60,6 +63,7 @@ __all__ = [
     "DiagonalNormal",
     "Distribution",
     "Empirical",
+    "ModelDistribution",
     "StandardNormal",
     "StudentT",
     "make_base",
