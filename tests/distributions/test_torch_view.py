@@ -51,16 +51,16 @@ class ShiftedNormal(Model):
         self.context_features = 2
         self.scale = scale
 
-    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None, options: object) -> Tensor:
         assert context is not None
         return torch.distributions.Normal(context, self.scale).log_prob(x).sum(-1)
 
     def _rsample_and_log_prob(
-        self, n: int, context: Tensor | None, with_log_prob: bool
+        self, n: int, context: Tensor | None, options: object, log_prob_options: object
     ) -> tuple[Tensor, Tensor | None]:
         assert context is not None
         x = context + self.scale * torch.randn_like(context)
-        return x, self._log_prob(x, context) if with_log_prob else None
+        return x, None if log_prob_options is None else self._log_prob(x, context, options)
 
 
 # -- shapes ------------------------------------------------------------------------
