@@ -141,7 +141,7 @@ def test_ot_coupling_prepares_pairs_of_stored_rows() -> None:
     model = make_transport()
     data = torch.randn(64, 2, dtype=torch.float64)
     pairs = model.prepare_batch(data, None, seed=11)
-    assert pairs is not None and model.coupling == "ot"
+    assert pairs is not None and model.coupling.name == "ot"
     assert bool((_row_index(pairs.x0, ROWS) >= 0).all())
     # The exact assignment pairs a permutation of the batch's data rows.
     assert torch.equal(pairs.x1.sort(dim=0).values, data.sort(dim=0).values)

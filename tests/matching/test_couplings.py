@@ -11,14 +11,16 @@ import torch
 
 from pushforward.matching.couplings import (
     COUPLINGS,
+    IndependentCoupling,
+    OTCoupling,
     PairedBatch,
+    SinkhornCoupling,
     independent_coupling,
     make_coupling,
     minibatch_ot_coupling,
-    ot_assignment,
     sinkhorn_coupling,
-    sinkhorn_plan,
 )
+from pushforward.matching.optimal_transport import ot_assignment, sinkhorn_plan
 
 
 def _cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
@@ -188,7 +190,7 @@ def test_every_coupling_on_images(name: str, dtype: torch.dtype) -> None:
 
 
 def test_make_coupling_and_errors() -> None:
-    assert make_coupling("independent") is independent_coupling
+    assert isinstance(make_coupling("independent"), IndependentCoupling)
     with pytest.raises(ValueError, match=r"unknown coupling 'sinkorn'.*did you mean 'sinkhorn'"):
         make_coupling("sinkorn")
     with pytest.raises(ValueError, match="valid couplings: independent, ot, sinkhorn"):
@@ -226,3 +228,36 @@ def test_ot_assignment_matches_scipy_on_the_plain_cost(features: int) -> None:
     ours = float(((x0.double()[perm] - x1.double()) ** 2).sum())
     assert ours == pytest.approx(best, rel=1e-6)
     assert sorted(perm.tolist()) == list(range(256))
+
+
+def test_coupling_objects_are_the_functions_and_rebuild_by_name() -> None:
+    generator = torch.Generator().manual_seed(4)
+    x0 = torch.randn(12, 3, generator=generator, requires_grad=True)
+    x1 = torch.randn(12, 3, generator=generator)
+    context = torch.randint(0, 3, (12, 1), generator=generator)
+    expected = {
+        "independent": independent_coupling(x0, x1, context),
+        "ot": minibatch_ot_coupling(x0, x1, context),
+        "sinkhorn": sinkhorn_coupling(
+            x0, x1, context, epsilon=0.2, generator=torch.Generator().manual_seed(9)
+        ),
+    }
+    objects = {
+        "independent": IndependentCoupling(),
+        "ot": OTCoupling(),
+        "sinkhorn": SinkhornCoupling(epsilon=0.2),
+    }
+    for name, coupling in objects.items():
+        pairs = coupling(x0, x1, context, torch.Generator().manual_seed(9))
+        assert torch.equal(pairs.x0, expected[name].x0)
+        assert pairs.x1 is x1 and pairs.context is context
+        # Pairing is computed without gradients, whatever the inputs track.
+        assert not pairs.x0.requires_grad or name == "independent"
+        assert coupling.costs_something == (name != "independent")
+        rebuilt = make_coupling(coupling.name, **coupling.options())
+        assert rebuilt == coupling and hash(rebuilt) == hash(coupling)
+        assert type(rebuilt) is COUPLINGS[name]
+    assert SinkhornCoupling(epsilon=0.2) != SinkhornCoupling()
+    assert repr(SinkhornCoupling()) == "SinkhornCoupling(epsilon=0.05, iterations=100)"
+    with pytest.raises(ValueError, match="'iterations' must be an integer >= 1"):
+        SinkhornCoupling(iterations=0)

@@ -10,7 +10,21 @@ import pytest
 import torch
 from scipy import stats
 
-from pushforward.matching.time_sampling import TIME_SAMPLERS, sample_times, time_density
+from pushforward.matching.losses import (
+    LOSS_WEIGHTINGS,
+    NoWeighting,
+    UniformTimeWeighting,
+    make_loss_weighting,
+)
+from pushforward.matching.time_sampling import (
+    TIME_SAMPLERS,
+    LogitNormalTime,
+    UniformTime,
+    UShapedTime,
+    make_time_sampler,
+    sample_times,
+    time_density,
+)
 
 CASES: list[tuple[str, dict[str, Any]]] = [(kind, {}) for kind in TIME_SAMPLERS] + [
     ("logit-normal", {"location": -0.5, "scale": 0.7}),
@@ -110,13 +124,63 @@ def test_errors() -> None:
         sample_times(3, "lognormal", dtype=torch.float32, device="cpu")
     with pytest.raises(ValueError, match="unknown time sampler"):
         time_density(torch.rand(3), "beta")
-    with pytest.raises(ValueError, match=r"unknown parameter 'mean'.*valid: location, scale"):
+    with pytest.raises(ValueError, match=r"unknown option 'mean'.*valid options: location, scale"):
         sample_times(3, "logit-normal", dtype=torch.float32, device="cpu", mean=0.0)
     with pytest.raises(ValueError, match="'scale' of 'logit-normal' must be positive"):
         time_density(torch.rand(3), "logit-normal", scale=0.0)
     with pytest.raises(ValueError, match="'a' of 'u-shaped' must be positive"):
         time_density(torch.rand(3), "u-shaped", a=-1.0)
-    with pytest.raises(ValueError, match="takes none"):
+    with pytest.raises(ValueError, match="takes no options"):
         time_density(torch.rand(3), "uniform", a=1.0)
     with pytest.raises(ValueError, match="non-negative integer"):
         sample_times(-1, "uniform", dtype=torch.float32, device="cpu")
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_sampler_objects_are_the_functions_and_rebuild_by_name(
+    case: tuple[str, dict[str, Any]],
+) -> None:
+    kind, params = case
+    sampler = make_time_sampler(kind, **params)
+    assert sampler.name == kind and type(sampler) is TIME_SAMPLERS[kind]
+    like = torch.zeros(3, dtype=torch.float64)
+    drawn = sampler.sample(50, like, torch.Generator().manual_seed(2))
+    expected = sample_times(
+        50, kind, dtype=torch.float64, device="cpu", generator=torch.Generator().manual_seed(2),
+        **params,
+    )  # fmt: skip
+    assert torch.equal(drawn, expected) and drawn.dtype == torch.float64
+    t = torch.linspace(-0.1, 1.1, 13)
+    assert torch.equal(sampler.density(t), time_density(t, kind, **params))
+    rebuilt = make_time_sampler(sampler.name, **sampler.options())
+    assert rebuilt == sampler and hash(rebuilt) == hash(sampler)
+
+
+def test_sampler_objects_options_and_errors() -> None:
+    assert LogitNormalTime(location=-0.5, scale=0.7).options() == {"location": -0.5, "scale": 0.7}
+    assert UShapedTime().options() == {"a": 4.0} and UniformTime().options() == {}
+    assert LogitNormalTime() != LogitNormalTime(scale=2.0)
+    assert repr(UShapedTime(a=1.5)) == "UShapedTime(a=1.5)"
+    with pytest.raises(ValueError, match=r"unknown time sampler 'u_shaped'.*'u-shaped'"):
+        make_time_sampler("u_shaped")
+    with pytest.raises(ValueError, match="'scale' of 'logit-normal' must be positive"):
+        LogitNormalTime(scale=-1.0)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        UniformTime().sample(-2, torch.zeros(1))
+    with pytest.raises(TypeError, match="floating-point"):
+        UniformTime().density(torch.arange(3))
+
+
+def test_loss_weightings() -> None:
+    per_row = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    sampler = UShapedTime(a=2.0)
+    assert not NoWeighting.reweights and UniformTimeWeighting.reweights
+    assert NoWeighting()(per_row, t, sampler) is per_row
+    # 1 / p(t) with p(t) = a cosh(a (t - 1/2)) / (2 sinh(a / 2)), written out here.
+    density = 2.0 * torch.cosh(2.0 * (t - 0.5)) / (2.0 * math.sinh(1.0))
+    torch.testing.assert_close(UniformTimeWeighting()(per_row, t, sampler), per_row / density)
+    assert list(LOSS_WEIGHTINGS) == ["none", "uniform-time"]
+    assert make_loss_weighting("uniform-time") == UniformTimeWeighting()
+    with pytest.raises(ValueError, match=r"unknown loss weighting 'uniform'.*'uniform-time'"):
+        make_loss_weighting("uniform")

@@ -16,7 +16,7 @@ from pushforward.matching.coupled import (
     broadcast_rows,
     row_mse,
 )
-from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.couplings import BatchCoupling, PairedBatch
 from pushforward.matching.options import event_shape_option, velocity_network
 from pushforward.ode.options import StepSampleOptions
 from pushforward.options import positive_int, sizes, unit_interval
@@ -148,7 +148,7 @@ class ConsistencyFlowMatching(CoupledModel):
         base: Distribution,
         context_features: int = 0,
         *,
-        coupling: str = "independent",
+        coupling: str | BatchCoupling = "independent",
         segments: int = 2,
         delta_t: float = 1e-3,
         alpha: float = 1e-5,

@@ -27,11 +27,10 @@ from pushforward.matching.coupled import (
     SOLVERS,
     CoupledVelocityModel,
     broadcast_rows,
-    couple,
     final_state,
     zero_interval_velocity_and_divergence,
 )
-from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.couplings import BatchCoupling, PairedBatch
 from pushforward.matching.options import divergence_option, event_shape_option
 from pushforward.nn.two_time import TwoTimeVelocityMLP
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution
@@ -122,7 +121,7 @@ class MeanFlow(CoupledVelocityModel):
         base: Distribution,
         context_features: int = 0,
         *,
-        coupling: str = "ot",
+        coupling: str | BatchCoupling = "ot",
         time_mean: float = 0.4,
         time_std: float = 2.0,
         equal_time_fraction: float = 0.5,
@@ -197,7 +196,7 @@ class MeanFlow(CoupledVelocityModel):
     def matching_loss(self, source: Tensor, data: Tensor, context: Tensor | None = None) -> Tensor:
         """The MeanFlow loss for given source points ``source`` and data ``data`` (both
         ``(batch, *event)``); the coupling pairs them first."""
-        return self.regression_loss(couple(self.coupling, source, data, context))
+        return self.regression_loss(self.coupling(source, data, context))
 
     def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         return self.regression_loss(pairs)

@@ -26,7 +26,7 @@ from pushforward.matching.coupled import (
     row_mse,
     zero_interval_velocity_and_divergence,
 )
-from pushforward.matching.couplings import PairedBatch
+from pushforward.matching.couplings import BatchCoupling, PairedBatch
 from pushforward.matching.options import divergence_option, event_shape_option
 from pushforward.nn.two_time import TwoTimeVelocityMLP
 from pushforward.ode import FIXED_STEP_METHODS, solve_ode
@@ -131,7 +131,7 @@ class ShortcutModel(CoupledVelocityModel):
         base: Distribution,
         context_features: int = 0,
         *,
-        coupling: str = "independent",
+        coupling: str | BatchCoupling = "independent",
         step_sizes: str = "dyadic",
         max_steps: int = 128,
         consistency_fraction: float = 0.25,

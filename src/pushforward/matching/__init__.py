@@ -3,17 +3,28 @@ sampling, losses, and the registered ``fm`` model built from them."""
 
 from __future__ import annotations
 
+from pushforward.matching.components import Component, make_component
 from pushforward.matching.couplings import (
     COUPLINGS,
+    BatchCoupling,
+    IndependentCoupling,
+    OTCoupling,
     PairedBatch,
+    SinkhornCoupling,
     independent_coupling,
     make_coupling,
     minibatch_ot_coupling,
-    ot_assignment,
     sinkhorn_coupling,
-    sinkhorn_plan,
+)
+from pushforward.matching.losses import (
+    LOSS_WEIGHTINGS,
+    LossWeighting,
+    NoWeighting,
+    UniformTimeWeighting,
+    make_loss_weighting,
 )
 from pushforward.matching.model import FlowMatching, flow_matching
+from pushforward.matching.optimal_transport import ot_assignment, sinkhorn_plan
 from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, regression_target
 from pushforward.matching.path import AffinePath, PathSample
 from pushforward.matching.schedulers import (
@@ -26,28 +37,53 @@ from pushforward.matching.schedulers import (
     VPScheduler,
     make_scheduler,
 )
-from pushforward.matching.time_sampling import TIME_SAMPLERS, sample_times, time_density
+from pushforward.matching.time_sampling import (
+    TIME_SAMPLERS,
+    LogitNormalTime,
+    TimeSampler,
+    UniformTime,
+    UShapedTime,
+    make_time_sampler,
+    sample_times,
+    time_density,
+)
 
 __all__ = [
     "COUPLINGS",
+    "LOSS_WEIGHTINGS",
     "PARAMETERIZATIONS",
     "SCHEDULERS",
     "TIME_SAMPLERS",
     "AffinePath",
+    "BatchCoupling",
+    "Component",
     "CondOTScheduler",
     "CosineScheduler",
     "FlowMatching",
+    "IndependentCoupling",
+    "LogitNormalTime",
+    "LossWeighting",
+    "NoWeighting",
+    "OTCoupling",
     "PairedBatch",
     "PathSample",
     "PolynomialScheduler",
     "Scheduler",
     "SchedulerCoefficients",
+    "SinkhornCoupling",
+    "TimeSampler",
+    "UShapedTime",
+    "UniformTime",
+    "UniformTimeWeighting",
     "VPScheduler",
     "convert",
     "flow_matching",
     "independent_coupling",
+    "make_component",
     "make_coupling",
+    "make_loss_weighting",
     "make_scheduler",
+    "make_time_sampler",
     "minibatch_ot_coupling",
     "ot_assignment",
     "regression_target",

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
-from pushforward.matching.couplings import COUPLINGS, PairedBatch, make_coupling, sinkhorn_coupling
+from pushforward.matching.couplings import COUPLINGS, BatchCoupling, PairedBatch, make_coupling
 from pushforward.model import Model
 from pushforward.ode import ODESolution
 from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
@@ -25,31 +25,16 @@ from pushforward.options import choice, positive_int
 # -- coupled pairs ------------------------------------------------------------------
 
 
-def check_coupling(coupling: str) -> str:
-    """The ``coupling`` option, checked against the names in ``COUPLINGS``."""
-    return choice("coupling", coupling, tuple(COUPLINGS))
-
-
-def couple(
-    coupling: str,
-    source: Tensor,
-    data: Tensor,
-    context: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> PairedBatch:
-    """Pairs ``source`` with ``data`` (both ``(batch, *event)``) by the named coupling.
-
-    The assignment is computed without gradients; ``generator`` drives Sinkhorn's
-    random pairing.
-    """
-    with torch.no_grad():
-        if coupling == "sinkhorn":
-            return sinkhorn_coupling(source, data, context, generator=generator)
-        return make_coupling(coupling)(source, data, context)
+def coupling_option(coupling: str | BatchCoupling) -> BatchCoupling:
+    """The ``coupling`` option: a name of :data:`COUPLINGS` (built with its defaults), or a
+    coupling object as it is."""
+    if isinstance(coupling, BatchCoupling):
+        return coupling
+    return make_coupling(choice("coupling", coupling, tuple(COUPLINGS)))
 
 
 def prepare_pairs(
-    coupling: str, base: Distribution, x: Tensor, context: Tensor | None, seed: int
+    coupling: BatchCoupling, base: Distribution, x: Tensor, context: Tensor | None, seed: int
 ) -> PairedBatch | None:
     """Source points drawn and coupled to a batch ahead of its training step.
 
@@ -57,19 +42,19 @@ def prepare_pairs(
     parameters are prepared (``None`` otherwise: the loss draws them itself).
     Randomness comes from a generator seeded with ``seed``.
     """
-    if coupling == "independent" or any(True for _ in base.parameters()):
+    if not coupling.costs_something or any(True for _ in base.parameters()):
         return None
     generator = torch.Generator(device=x.device).manual_seed(seed)
     try:
         source = base.sample(x.shape[0], generator).to(x)
     except ValueError:  # a base that cannot draw from a given generator
         return None
-    return couple(coupling, source, x.detach(), context, generator)
+    return coupling(source, x.detach(), context, generator)
 
 
 def batch_pairs(
     model: Model,
-    coupling: str,
+    coupling: BatchCoupling,
     base: Distribution,
     x: Tensor,
     context: Tensor | None,
@@ -77,7 +62,7 @@ def batch_pairs(
 ) -> PairedBatch:
     """The coupled pairs of a checked training batch: ``prepared`` ones, or drawn here."""
     if prepared is None:
-        return couple(coupling, base.sample(x.shape[0]).to(x), x, context)
+        return coupling(base.sample(x.shape[0]).to(x), x, context)
     if prepared.x1.shape != x.shape:
         raise ValueError(
             f"the prepared coupling holds data of shape {tuple(prepared.x1.shape)}, "
@@ -99,10 +84,11 @@ def row_mse(error: Tensor) -> Tensor:
 class CoupledModel(Model):
     """A model trained on data points paired with source points by a coupling.
 
-    Holds the network, the source distribution (``base``) and the coupling's
-    name; pairs each training batch with source points, ahead of its step in the
-    training engine's thread (:meth:`prepare_batch`) or in :meth:`loss`, and
-    leaves the objective on the pairs to the subclass (``_pairs_loss``).
+    Holds the network, the source distribution (``base``) and the coupling
+    (:class:`~pushforward.matching.couplings.BatchCoupling`); pairs each training
+    batch with source points, ahead of its step in the training engine's thread
+    (:meth:`prepare_batch`) or in :meth:`loss`, and leaves the objective on the
+    pairs to the subclass (``_pairs_loss``).
 
     References: Tong et al. (2024), Improving and Generalizing Flow-Based
     Generative Models with Minibatch Optimal Transport.
@@ -111,18 +97,22 @@ class CoupledModel(Model):
         network: the model's network.
         base: the source distribution :math:`p_0`.
         context_features: size of the context (0 for unconditional).
-        coupling: ``independent``, ``ot`` or ``sinkhorn``.
+        coupling: ``independent``, ``ot`` or ``sinkhorn``, or a coupling object.
     """
 
     def __init__(
-        self, network: nn.Module, base: Distribution, context_features: int, coupling: str
+        self,
+        network: nn.Module,
+        base: Distribution,
+        context_features: int,
+        coupling: str | BatchCoupling,
     ) -> None:
         super().__init__()
         self.network = network
         self.base = base
         self.event_shape = tuple(base.event_shape)
         self.context_features = int(context_features)
-        self.coupling = check_coupling(coupling)
+        self.coupling = coupling_option(coupling)
 
     def prepare_batch(self, x: Tensor, context: Tensor | None, seed: int) -> PairedBatch | None:
         """Draws source points and solves the coupling for a batch, ahead of its step.

@@ -11,9 +11,15 @@ from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
 from pushforward.inference import resolve_options
-from pushforward.matching.coupled import CoupledVelocityModel, couple, final_state
-from pushforward.matching.couplings import PairedBatch
-from pushforward.matching.losses import LOSS_WEIGHTINGS, LOSSES, row_regression_loss
+from pushforward.matching.coupled import CoupledVelocityModel, final_state
+from pushforward.matching.couplings import BatchCoupling, PairedBatch
+from pushforward.matching.losses import (
+    LOSS_WEIGHTINGS,
+    LOSSES,
+    LossWeighting,
+    make_loss_weighting,
+    row_regression_loss,
+)
 from pushforward.matching.options import (
     divergence_option,
     event_shape_option,
@@ -28,7 +34,7 @@ from pushforward.matching.schedulers import (
     Scheduler,
     make_scheduler,
 )
-from pushforward.matching.time_sampling import TIME_SAMPLERS, sample_times, time_density
+from pushforward.matching.time_sampling import TIME_SAMPLERS, TimeSampler, make_time_sampler
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
@@ -95,11 +101,13 @@ class FlowMatching(CoupledVelocityModel):
         base: the source distribution :math:`p_0`.
         scheduler: the path's coefficients.
         context_features: size of the context (0 for unconditional).
-        coupling: name of the coupling of source and data points.
+        coupling: the coupling of source and data points: a name of
+            :data:`~pushforward.matching.couplings.COUPLINGS` or a coupling object.
         parameterization: what the network predicts: velocity, data or noise.
-        time_sampling: how training times are drawn.
+        time_sampling: how training times are drawn: a name of
+            :data:`~pushforward.matching.time_sampling.TIME_SAMPLERS` or a sampler.
         loss: ``"mse"`` or ``"pseudo-huber"``.
-        loss_weighting: ``"none"`` or ``"uniform-time"``.
+        loss_weighting: ``"none"`` or ``"uniform-time"``, or a loss weighting object.
         context_dropout: probability of dropping the context in training (guidance).
         solver, steps: default ODE solver and number of steps for sampling.
         likelihood_solver, atol, rtol: default solver and tolerances for ``log_prob``.
@@ -117,11 +125,11 @@ class FlowMatching(CoupledVelocityModel):
         scheduler: Scheduler,
         context_features: int = 0,
         *,
-        coupling: str = "independent",
+        coupling: str | BatchCoupling = "independent",
         parameterization: str = "velocity",
-        time_sampling: str = "uniform",
+        time_sampling: str | TimeSampler = "uniform",
         loss: str = "mse",
-        loss_weighting: str = "none",
+        loss_weighting: str | LossWeighting = "none",
         context_dropout: float = 0.0,
         solver: str = "rk4",
         steps: int = 20,
@@ -135,9 +143,19 @@ class FlowMatching(CoupledVelocityModel):
         self.scheduler = scheduler
         self.path = AffinePath(scheduler)
         self.parameterization = choice("parameterization", parameterization, PARAMETERIZATIONS)
-        self.time_sampling = choice("time_sampling", time_sampling, TIME_SAMPLERS)
+        self.time_sampler = (
+            time_sampling
+            if isinstance(time_sampling, TimeSampler)
+            else make_time_sampler(choice("time_sampling", time_sampling, tuple(TIME_SAMPLERS)))
+        )
         self.loss_kind = choice("loss", loss, LOSSES)
-        self.loss_weighting = choice("loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
+        self.loss_weighting = (
+            loss_weighting
+            if isinstance(loss_weighting, LossWeighting)
+            else make_loss_weighting(
+                choice("loss_weighting", loss_weighting, tuple(LOSS_WEIGHTINGS))
+            )
+        )
         if not 0.0 <= float(context_dropout) < 1.0:
             raise ValueError(f"option 'context_dropout' must be in [0, 1), got {context_dropout}")
         if context_dropout and not self.context_features:
@@ -279,7 +297,7 @@ class FlowMatching(CoupledVelocityModel):
         """The regression loss for given source points ``source`` and data ``data`` (both
         ``(batch, *event)``); the coupling pairs them first. Used by reflow, where the
         pairs come from a trained model."""
-        return self.regression_loss(couple(self.coupling, source, data, context))
+        return self.regression_loss(self.coupling(source, data, context))
 
     def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
         return self.regression_loss(pairs)
@@ -288,7 +306,7 @@ class FlowMatching(CoupledVelocityModel):
         """The regression loss on coupled points ``pairs`` (``x0`` source, ``x1`` data)."""
         data = pairs.x1
         n = data.shape[0]
-        t = sample_times(n, self.time_sampling, dtype=data.dtype, device=data.device)
+        t = self.time_sampler.sample(n, data)
         if self._linear_velocity:
             # The linear path's velocity target needs no scheduler call: the same
             # numbers with less per-step overhead (the step of a small network is short).
@@ -307,14 +325,12 @@ class FlowMatching(CoupledVelocityModel):
             keep = (~drop).to(data.dtype)
         prediction = self.network(x_t, t, self._network_context(pairs.context, keep))
         error = (prediction - target).reshape(n, -1)
-        if self.loss_kind == "mse" and self.loss_weighting != "uniform-time":
+        if self.loss_kind == "mse" and not self.loss_weighting.reweights:
             # Every row has as many entries, so the mean of the row means is the
             # mean of all entries: one reduction instead of two.
             return error.square().mean()
         per_row = row_regression_loss(error, self.loss_kind)
-        if self.loss_weighting == "uniform-time":
-            per_row = per_row / time_density(t, self.time_sampling)
-        return per_row.mean()
+        return self.loss_weighting(per_row, t, self.time_sampler).mean()
 
     def solve(
         self,

@@ -6,7 +6,6 @@ Convention throughout ``pushforward.matching``: ``t = 0`` is the source (noise),
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
@@ -15,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from pushforward.options import closest
+from pushforward.matching.components import Component, make_component
 
 
 @dataclass
@@ -58,7 +57,7 @@ class SchedulerCoefficients:
         return SchedulerCoefficients(**values)
 
 
-class Scheduler(ABC):
+class Scheduler(Component, ABC):
     r"""The coefficients :math:`(\alpha_t, \sigma_t)` of an affine probability path.
 
     A scheduler holds no tensors and no learnable state: it is rebuilt exactly by
@@ -79,18 +78,6 @@ class Scheduler(ABC):
     @abstractmethod
     def options(self) -> dict[str, Any]:
         """The plain (JSON-ready) keyword options that rebuild this scheduler."""
-
-    def __repr__(self) -> str:
-        options = ", ".join(f"{key}={value!r}" for key, value in self.options().items())
-        return f"{type(self).__name__}({options})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Scheduler):
-            return NotImplemented
-        return type(self) is type(other) and self.options() == other.options()
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, tuple(sorted(self.options().items()))))
 
 
 def _check_times(t: object) -> Tensor:
@@ -334,22 +321,4 @@ def make_scheduler(name: str, **options: Any) -> Scheduler:
     Returns:
         the scheduler; unknown names or options raise a ValueError listing the valid ones.
     """
-    if name not in SCHEDULERS:
-        names = list(SCHEDULERS)
-        raise ValueError(
-            f"unknown scheduler {name!r}{closest(str(name), names)}; "
-            f"valid schedulers: {', '.join(names)}"
-        )
-    cls = SCHEDULERS[name]
-    valid = [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
-    ]
-    for key in options:
-        if key not in valid:
-            hint = f"valid options: {', '.join(valid)}" if valid else "it takes no options"
-            raise ValueError(
-                f"unknown option {key!r} for scheduler {name!r}{closest(key, valid)}; {hint}"
-            )
-    return cls(**options)
+    return make_component("scheduler", SCHEDULERS, name, options)
