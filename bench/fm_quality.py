@@ -6,7 +6,7 @@ Every model goes through the command line's own path, in process:
 so the numbers are what a user of the CLI gets. Training data are the CLI's
 (20,000 points of the toy drawn with ``--seed``, 10 % held out for validation,
 standardised on the rest); the budget is the CLI's defaults for both models
-(``TRAIN_DEFAULTS``: 2000 Adam steps, batch 512, warm-up then cosine decay,
+(``TrainingConfig`` with ``--steps 2000``: 2000 Adam steps, batch 512, warm-up then cosine decay,
 EMA of the weights) unless ``--steps`` changes it for both. Each model keeps its
 own defaults for everything else (learning rate included), as a user would;
 ``--fm-lr``, ``--fm-set KEY=VALUE`` and ``--fm-train KEY=VALUE`` (a ``[train]``
@@ -356,9 +356,18 @@ def resolved_options(model: str, sets: Sequence[str]) -> dict[str, Any]:
     return pushforward.build(model, features=2, **parse_sets(list(sets))).config["options"]
 
 
+def fixed_budget_defaults() -> dict[str, Any]:
+    """``pushforward train``'s training defaults with the fixed 2000-step budget this study uses."""
+    from pushforward.train.config import TrainingConfig
+
+    return TrainingConfig(steps=TrainingConfig.default_steps).as_dict()
+
+
 def parse_train_items(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """``["ema=0.99"]`` -> ``(("ema", "0.99"),)``, checked against the ``[train]`` options."""
-    from pushforward.cli.train import TRAIN_DEFAULTS, parse_literal
+    from pushforward.cli.train import parse_literal
+
+    TRAIN_DEFAULTS = fixed_budget_defaults()
 
     pairs = []
     for item in items:
@@ -557,7 +566,7 @@ def print_tolerance_table(results: list[RunResult]) -> None:
 
 def main() -> None:
     setup(threads=1)
-    from pushforward.cli.train import TRAIN_DEFAULTS
+    TRAIN_DEFAULTS = fixed_budget_defaults()
     from pushforward.registry import train_defaults
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,0 +1,75 @@
+"""The Run API: ``pushforward train`` only parses into it; it trains to convergence by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pushforward
+from pushforward.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = {"transforms": 2, "hidden": [16], "bins": 4}
+
+
+def test_the_command_line_and_python_give_bitwise_the_same_weights(tmp_path: Path) -> None:
+    flags = ["--set", "transforms=2", "--set", "hidden=[16]", "--set", "bins=4"]
+    command = ["train", "--data", "builtin:moons", "--model", "nsf", "--n", "600"]
+    assert main([*command, *flags, "--steps", "40", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    result = pushforward.train_run(
+        tmp_path / "python", "builtin:moons", "nsf", options=SMALL, train={"steps": 40, "n": 600}
+    )
+    assert result.history.steps_done == 40
+    cli = (tmp_path / "cli" / "model.safetensors").read_bytes()
+    python = (tmp_path / "python" / "model.safetensors").read_bytes()
+    assert cli == python
+    # Changing the seed changes the weights, so the comparison above can fail.
+    other = pushforward.train_run(
+        tmp_path / "other",
+        "builtin:moons",
+        "nsf",
+        options=SMALL,
+        train={"steps": 40, "n": 600, "seed": 1},
+    )
+    assert other.directory.joinpath("model.safetensors").read_bytes() != cli
+
+
+def test_without_steps_a_run_trains_until_the_validation_loss_stops_improving(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[train]\neval_every = 10\npatience = 3\nmax_steps = 3000\nlr = 2e-2\n")
+    out = tmp_path / "run"
+    command = ["train", "--data", "builtin:moons", "--model", "nsf", "--n", "400"]
+    assert main([*command, "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["train"]["steps"] is None
+    assert resolved["train"]["budget"] == {"steps": 3000, "patience": 3, "until": "convergence"}
+    result = resolved["train"]["result"]
+    assert result["stopped_early"] and result["steps_done"] < 3000
+    assert result["weights"] == "best" and result["best_step"] < result["steps_done"]
+    # The saved weights are the best validation step's, not the last ones.
+    model = pushforward.load(out)
+    assert torch.isfinite(model.log_prob(torch.zeros(1, 2))).all()
+
+
+def test_a_fixed_budget_and_a_run_without_validation_train_their_steps(tmp_path: Path) -> None:
+    fixed = pushforward.train_run(
+        tmp_path / "fixed", "builtin:moons", "nsf", options=SMALL, train={"steps": 15, "n": 300}
+    )
+    assert fixed.config["train"]["budget"]["until"] == "steps"
+    assert fixed.history.steps_done == 15
+    small = torch.randn(8, 2, dtype=torch.float64)  # under 10 rows: no validation split
+    run = pushforward.train_run(
+        tmp_path / "small",
+        small,
+        "nsf",
+        options=SMALL,
+        train={"default_steps": 12, "batch_size": 8},
+    )
+    assert run.config["train"]["budget"] == {"steps": 12, "patience": None, "until": "steps"}
+    assert run.history.steps_done == 12
