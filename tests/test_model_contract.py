@@ -52,7 +52,11 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     f"{name}:soft-clip,random": (
         name,
-        {**SMALL_OPTIONS[name], "spline_parameterization": "soft-clip", "last_layer_init": "random"},
+        {
+            **SMALL_OPTIONS[name],
+            "spline_parameterization": "soft-clip",
+            "last_layer_init": "random",
+        },
     )
     for name in ("nsf", "nsf-ar")
 }
