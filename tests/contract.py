@@ -78,6 +78,53 @@ def assert_logdet_matches_jacobian(
     torch.testing.assert_close(inverse_logdet, expected_inverse, atol=atol, rtol=1e-6)
 
 
+def assert_log_derivative(function, x: Tensor, atol: float) -> None:
+    """An increasing elementwise map's per-element ``log|det|`` is ``log f'(x)`` by autograd.
+
+    ``function(x) -> (y, logabsdet)`` acts element by element (``y``, ``logabsdet``
+    shaped like ``x``), as the pure functions of ``transforms.functional`` do; a
+    derivative that is not positive fails (its log is NaN).
+    """
+    x = x.detach().requires_grad_(True)
+    y, logabsdet = function(x)
+    (derivative,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(logabsdet, derivative.log(), atol=atol, rtol=0)
+
+
+def assert_elementwise_round_trip(
+    forward,
+    inverse,
+    x: Tensor,
+    atol: float,
+    rtol: float = 0.0,
+    logdet_atol: float | None = None,
+) -> None:
+    """``inverse(forward(x)) == x`` for an elementwise pair, and the log-determinants cancel.
+
+    ``forward``/``inverse`` map a tensor to ``(values, logabsdet)`` of its shape.
+    """
+    y, logabsdet = forward(x)
+    x_back, inverse_logabsdet = inverse(y)
+    torch.testing.assert_close(x_back, x, atol=atol, rtol=rtol)
+    torch.testing.assert_close(
+        logabsdet + inverse_logabsdet,
+        torch.zeros_like(x),
+        atol=atol if logdet_atol is None else logdet_atol,
+        rtol=0,
+    )
+
+
+def flow_log_density(transform: Transform, base: nn.Module):
+    r"""The density ``log p_base(f(x)) + log|det df/dx|`` of ``f = transform`` (data to base)."""
+
+    def log_density(points: Tensor) -> Tensor:
+        with torch.no_grad():
+            z, logabsdet = transform(points)
+            return base.log_prob(z) + logabsdet
+
+    return log_density
+
+
 def grid_integral_2d(
     log_density, low: float, high: float, points: int, dtype=torch.float64
 ) -> float:
