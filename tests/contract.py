@@ -1,9 +1,17 @@
-"""Checks every transform and model goes through: invertibility, log-determinants, normalisation."""
+"""Checks every transform and model goes through, and the small options of every model.
+
+Invertibility, log-determinants against the autograd Jacobian, normalisation on a
+grid; ``SMALL_OPTIONS`` holds one entry per registered model, which the model
+contract sweep (``tests/test_model_contract.py``) requires.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -70,6 +78,53 @@ def assert_logdet_matches_jacobian(
     torch.testing.assert_close(inverse_logdet, expected_inverse, atol=atol, rtol=1e-6)
 
 
+def assert_log_derivative(function, x: Tensor, atol: float) -> None:
+    """An increasing elementwise map's per-element ``log|det|`` is ``log f'(x)`` by autograd.
+
+    ``function(x) -> (y, logabsdet)`` acts element by element (``y``, ``logabsdet``
+    shaped like ``x``), as the pure functions of ``transforms.functional`` do; a
+    derivative that is not positive fails (its log is NaN).
+    """
+    x = x.detach().requires_grad_(True)
+    y, logabsdet = function(x)
+    (derivative,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(logabsdet, derivative.log(), atol=atol, rtol=0)
+
+
+def assert_elementwise_round_trip(
+    forward,
+    inverse,
+    x: Tensor,
+    atol: float,
+    rtol: float = 0.0,
+    logdet_atol: float | None = None,
+) -> None:
+    """``inverse(forward(x)) == x`` for an elementwise pair, and the log-determinants cancel.
+
+    ``forward``/``inverse`` map a tensor to ``(values, logabsdet)`` of its shape.
+    """
+    y, logabsdet = forward(x)
+    x_back, inverse_logabsdet = inverse(y)
+    torch.testing.assert_close(x_back, x, atol=atol, rtol=rtol)
+    torch.testing.assert_close(
+        logabsdet + inverse_logabsdet,
+        torch.zeros_like(x),
+        atol=atol if logdet_atol is None else logdet_atol,
+        rtol=0,
+    )
+
+
+def flow_log_density(transform: Transform, base: nn.Module):
+    r"""The density ``log p_base(f(x)) + log|det df/dx|`` of ``f = transform`` (data to base)."""
+
+    def log_density(points: Tensor) -> Tensor:
+        with torch.no_grad():
+            z, logabsdet = transform(points)
+            return base.log_prob(z) + logabsdet
+
+    return log_density
+
+
 def grid_integral_2d(
     log_density, low: float, high: float, points: int, dtype=torch.float64
 ) -> float:
@@ -94,3 +149,65 @@ def grid_integral_1d(
 
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+# -- the models' small options ---------------------------------------------------------
+
+# Small, cheap options per registered name (features and context are the sweep's).
+# The ODE family scores with a fixed-step solver here, so a density costs a few
+# network passes per point; ``sample_and_log_prob`` and ``log_prob`` share it.
+SMALL_OPTIONS: dict[str, dict[str, Any]] = {
+    "nsf": {"transforms": 3, "hidden": [16, 16]},
+    "nsf-ar": {"transforms": 3, "hidden": [16, 16]},
+    "maf": {"transforms": 3, "hidden": [16, 16]},
+    "iaf": {"transforms": 3, "hidden": [16, 16]},
+    "realnvp": {"transforms": 3, "hidden": [16, 16]},
+    "fm": {"hidden": [16], "time_embedding": 8, "likelihood_solver": "rk4", "steps": 8},
+    "meanflow": {
+        "hidden": [16],
+        "time_embedding": 8,
+        "likelihood_solver": "rk4",
+        "likelihood_steps": 8,
+    },
+    # The shortcut's fixed-step likelihood needs steps from every call, which
+    # sample_and_log_prob cannot pass: it keeps dopri5 (see LOG_PROB_OPTIONS).
+    "shortcut": {"hidden": [16], "time_embedding": 8, "max_steps": 8},
+    "consistency-fm": {"hidden": [16], "time_embedding": 8},
+    "distilled": {"hidden": [16], "time_embedding": 8},
+}
+# The same names again with other options, as cases of their own.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    f"{name}:soft-clip,random": (
+        name,
+        {
+            **SMALL_OPTIONS[name],
+            "spline_parameterization": "soft-clip",
+            "last_layer_init": "random",
+        },
+    )
+    for name in ("nsf", "nsf-ar")
+}
+VARIANTS["fm:cosine"] = ("fm", {**SMALL_OPTIONS["fm"], "path": "cosine"})
+# Keyword options of log_prob for the density grid, where the defaults are costly.
+LOG_PROB_OPTIONS: dict[str, dict[str, Any]] = {"shortcut": {"solver": "rk4", "steps": 8}}
+# What ``loss`` takes beyond the data, for models not trained from data alone.
+LOSS_INPUTS: dict[str, Callable[[Tensor], dict[str, Tensor]]] = {
+    "distilled": lambda x: {"source": torch.zeros_like(x)},
+}
+
+
+def registered_name(case: str) -> str:
+    """The registered name of a sweep case (a name, or a variant's ``name:options``)."""
+    return VARIANTS[case][0] if case in VARIANTS else case
+
+
+def small_options(case: str) -> dict[str, Any]:
+    """The case's build options; a registered name without an entry fails, naming it."""
+    if case in VARIANTS:
+        return dict(VARIANTS[case][1])
+    if case not in SMALL_OPTIONS:
+        pytest.fail(
+            f"model {case!r} is registered but has no entry in SMALL_OPTIONS of "
+            f"{__name__}: add its small options so the contract sweep covers it"
+        )
+    return dict(SMALL_OPTIONS[case])

@@ -192,6 +192,70 @@ class Model(nn.Module):
         """
         return None
 
+    # -- data-dependent initialisation ------------------------------------------
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor, context: Tensor | None = None) -> Model:
+        """Runs the data-dependent initialisation of every layer that has one, once.
+
+        A layer takes part by having ``awaits_data`` (true until it is initialised)
+        and ``initialize_on_next_forward()`` (its next ``forward`` sets its
+        parameters from the input it sees), as
+        :class:`~pushforward.transforms.normalization.ActNorm` does. One
+        training-mode ``log_prob`` of ``x`` carries the batch through the layers in
+        order, so each initialises from what it sees in a training step. The pass
+        changes nothing else: other buffers (batch-norm running statistics) are
+        restored, torch's random generators are forked, and every module's
+        training mode is put back. Initialised layers (trained or loaded) are left
+        as they are, so a second call does nothing, nor does a call on a model
+        without such layers. The training engine calls this on the first batch of
+        a run that does not resume; nothing else initialises.
+
+        Args:
+            x: ``(batch, *event_shape)`` data in the data's units (the model's
+                preprocessing maps it, as a training step would see it).
+            context: ``(batch, context)``, one row, or ``None``.
+
+        Returns:
+            The model itself.
+
+        Example:
+            >>> import torch, pushforward
+            >>> model = pushforward.build("realnvp", features=2, transforms=2, hidden=[8])
+            >>> model = model.initialize(3.0 + 2.0 * torch.randn(500, 2))
+            >>> model.initialize(torch.randn(500, 2)) is model  # already initialised: no-op
+            True
+        """
+        z, context, _ = self.preprocess(x, context)
+        return self.initialize_preprocessed(z, context)
+
+    @torch.no_grad()
+    def initialize_preprocessed(self, x: Tensor, context: Tensor | None = None) -> Model:
+        """:meth:`initialize` on checked values already in the model's units (the engine's call)."""
+        waiting: list[Any] = [m for m in self.modules() if getattr(m, "awaits_data", False)]
+        if not waiting:
+            return self
+        theirs = {id(b) for m in waiting for b in m.buffers()}
+        kept = [(b, b.clone()) for b in self.buffers() if id(b) not in theirs]
+        modes = [(m, m.training) for m in self.modules()]
+        devices = [x.device] if x.device.type == "cuda" else []
+        try:
+            for layer in waiting:
+                layer.initialize_on_next_forward()
+            self.train()
+            with torch.random.fork_rng(devices=devices):
+                self._log_prob(x, context, self.log_prob_options())
+        finally:
+            # A layer the pass did not reach (an ActNorm run backwards) stays as it was.
+            for layer in waiting:
+                layer.initialize_on_next_forward(False)
+            for buffer, value in kept:
+                buffer.copy_(value)
+            for module, training in modes:
+                module.training = training
+        return self
+
+    # -- what subclasses implement --------------------------------------------
     # -- what subclasses implement, on values in the model's units ------------
 
     def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:

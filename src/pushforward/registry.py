@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pushforward.model import Model
 from pushforward.options import closest
 
+B = TypeVar("B", bound=Callable[..., Model])
+
 _BUILDERS: dict[str, Callable[..., Model]] = {}
 _TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {}
+_CLASS_NAMES: dict[type, str] = {}
 
 
-def register(
-    name: str, train: dict[str, Any] | None = None
-) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+def register(name: str, train: dict[str, Any] | None = None) -> Callable[[B], B]:
     """Registers a model builder (a class or function taking keyword arguments) under ``name``.
+
+    The registered builder sets ``model.config`` (the name and the resolved
+    options, defaults included, as :func:`build` stores them) however it is
+    called, so ``pushforward.flows.nsf(features=2)`` can be saved like
+    ``build("nsf", features=2)``. A function is wrapped (same name, docstring and
+    signature); a class keeps its identity, its ``__init__`` wrapped in place, and
+    an instance of a subclass registered under no name of its own gets no config.
 
     Args:
         name: the model's name in configs and on the command line.
@@ -25,14 +34,62 @@ def register(
             a config file or a flag sets them.
     """
 
-    def decorator(builder: Callable[..., Model]) -> Callable[..., Model]:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
+    def decorator(builder: B) -> B:
+        registered = _BUILDERS.get(name)
+        if registered is not None and registered is not builder:
             raise ValueError(f"a model named {name!r} is already registered")
+        if registered is None:
+            builder = _recording_config(name, builder)
         _BUILDERS[name] = builder
         _TRAIN_DEFAULTS[name] = dict(train or {})
         return builder
 
     return decorator
+
+
+def _recording_config(name: str, builder: B) -> B:
+    """``builder`` made to set ``config`` on the model it returns (see :func:`register`)."""
+    signature = inspect.signature(builder)
+    if isinstance(builder, type):
+        if builder in _CLASS_NAMES:
+            # One __init__ cannot tell which of two names it was built under.
+            raise ValueError(
+                f"class {builder.__name__} is already registered as {_CLASS_NAMES[builder]!r}; "
+                f"register a function that builds it under {name!r}"
+            )
+        _CLASS_NAMES[builder] = name
+        initialize = builder.__init__  # type: ignore[misc]
+
+        @functools.wraps(initialize)
+        def init(self: Model, *args: Any, **kwargs: Any) -> None:
+            config = _config(name, signature, args, kwargs) if type(self) is builder else None
+            initialize(self, *args, **kwargs)
+            if config is not None:
+                self.config = config
+
+        builder.__init__ = init  # type: ignore[misc]
+        return builder
+
+    @functools.wraps(builder)
+    def build_and_record(*args: Any, **kwargs: Any) -> Model:
+        config = _config(name, signature, args, kwargs)
+        model = builder(*args, **kwargs)
+        model.config = config
+        return model
+
+    return cast(B, build_and_record)
+
+
+def _config(
+    name: str, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The registered name and the resolved options of one call, JSON-ready."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    # The resolved options, defaults included, so a saved model rebuilds identically
+    # even if a later version changes a default.
+    options = {key: _json_ready(value) for key, value in bound.arguments.items()}
+    return {"model": name, "options": options}
 
 
 def train_defaults(name: str) -> dict[str, Any]:
@@ -101,11 +158,4 @@ def build(name: str, **kwargs: Any) -> Model:
     ]
     if missing:
         raise ValueError(f"model {name!r} needs option(s) {', '.join(map(repr, missing))}")
-    bound = signature.bind(**kwargs)
-    bound.apply_defaults()
-    # The resolved options, defaults included, so a saved model rebuilds identically
-    # even if a later version changes a default.
-    options = {key: _json_ready(value) for key, value in bound.arguments.items()}
-    model = builder(**kwargs)
-    model.config = {"model": name, "options": options}
-    return model
+    return builder(**kwargs)

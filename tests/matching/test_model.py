@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -240,24 +239,6 @@ def test_bad_options_are_named() -> None:
         model.sample(3, solver="leapfrog")
     with pytest.raises(ValueError, match="features"):
         model.log_prob(torch.randn(3, 5))
-
-
-def test_save_load_round_trip(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = small_fm(context=2, coupling="ot", path="cosine")
-    randomize_(model, 0.2, torch.Generator().manual_seed(4))
-    pushforward.save(model, tmp_path)
-    loaded = pushforward.load(tmp_path)
-    x = torch.randn(8, 2)
-    c = torch.randn(8, 2)
-    torch.testing.assert_close(
-        loaded.log_prob(x, c, solver="rk4", steps=4), model.log_prob(x, c, solver="rk4", steps=4)
-    )
-    torch.manual_seed(5)
-    first = model.sample(6, c[:1], steps=3)
-    torch.manual_seed(5)
-    second = loaded.sample(6, c[:1], steps=3)
-    torch.testing.assert_close(first, second)
 
 
 def test_solve_reports_function_evaluations() -> None:

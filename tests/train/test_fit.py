@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 import torch
 
+import pushforward
 from pushforward.train import Callback, ProgressBar, fit
+from pushforward.train.batches import EpochBatches
 from tests.train.models import Faulty, Scalar, small_flow, state_equal, toy_data
 
 
@@ -168,3 +170,45 @@ def test_progress_is_quiet_off_a_terminal() -> None:
     bar.on_step(3, {"loss": math.nan})
     bar.close()
     assert "loss=1.5000" in stream.getvalue() or "3/3" in stream.getvalue()
+
+
+def _realnvp() -> Any:
+    torch.manual_seed(0)
+    return pushforward.build("realnvp", features=2, transforms=2, hidden=[8])
+
+
+def test_data_dependent_layers_start_from_the_first_batch(tmp_path) -> None:
+    data = toy_data(256)
+    options: dict[str, Any] = {"batch_size": 64, "lr": 1e-2, "warmup": 0, "seed": 3}
+    trained = _realnvp()
+    fit(trained, data, steps=1, **options)
+    # The same as initialising by hand from the first batch, then training.
+    by_hand = _realnvp()
+    by_hand.initialize(data[EpochBatches(256, 64, seed=3).next()])
+    fit(by_hand, data, steps=1, **options)
+    assert state_equal(trained.state_dict(), by_hand.state_dict())
+    # Another batch gives other weights: the first one is the one used.
+    other = _realnvp()
+    other.initialize(data[EpochBatches(256, 64, seed=4).next()])
+    fit(other, data, steps=1, **options)
+    assert not state_equal(trained.state_dict(), other.state_dict())
+
+
+def test_a_resumed_run_takes_its_initialisation_from_the_checkpoint(tmp_path, monkeypatch) -> None:
+    data = toy_data(256)
+    options: dict[str, Any] = {"batch_size": 64, "lr": 1e-2, "warmup": 0, "quiet": True}
+    straight = _realnvp()
+    fit(straight, data, steps=4, **options)
+    first = _realnvp()
+
+    class StopAfterTwo(Callback):
+        def on_step(self, step: int, logs: dict[str, Any]) -> bool:
+            return step == 2
+
+    fit(first, data, steps=4, checkpoint_dir=tmp_path, callbacks=[StopAfterTwo()], **options)
+    resumed = _realnvp()
+    calls: list[int] = []
+    monkeypatch.setattr(resumed, "initialize", lambda *args: calls.append(1) or resumed)
+    fit(resumed, data, steps=4, checkpoint_dir=tmp_path, resume=True, **options)
+    assert not calls
+    assert state_equal(straight.state_dict(), resumed.state_dict())

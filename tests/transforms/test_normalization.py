@@ -20,11 +20,18 @@ def _data(batch: int, features: int, dtype: torch.dtype = torch.float64) -> torc
     return shift + scale * torch.randn(batch, features, dtype=dtype)
 
 
+def _warm_up(layer, x: torch.Tensor) -> None:
+    """One training-mode pass on ``x``: ActNorm initialises from it, BatchNorm takes statistics."""
+    if isinstance(layer, ActNorm):
+        layer.initialize_on_next_forward()
+    layer.train()
+    layer(x)
+
+
 def _fitted(cls: type, features: int, dtype: torch.dtype = torch.float64):
     """A layer after one training-mode pass on data and random parameters, in eval mode."""
     layer = cls(features).to(dtype)
-    layer.train()
-    layer(_data(64, features, dtype))
+    _warm_up(layer, _data(64, features, dtype))
     randomize_(layer, scale=0.3, generator=torch.Generator().manual_seed(features))
     return layer.eval()
 
@@ -44,7 +51,7 @@ def test_invertible_and_logdet_matches_jacobian(cls: type, features: int) -> Non
 @pytest.mark.parametrize("cls", [ActNorm, BatchNorm])
 def test_images_use_per_channel_statistics(cls: type) -> None:
     layer = cls(2).double()
-    layer(torch.randn(16, 2, 3, 3, dtype=torch.float64) * 3 + 1)
+    _warm_up(layer, torch.randn(16, 2, 3, 3, dtype=torch.float64) * 3 + 1)
     randomize_(layer, scale=0.3)
     layer.eval()
     x = torch.randn(3, 2, 2, 2, dtype=torch.float64)
@@ -104,10 +111,11 @@ def test_property_finite(
 
 def test_actnorm_initialises_to_zero_mean_unit_variance() -> None:
     layer = ActNorm(5).double()
-    assert not layer.initialized
+    assert not layer.initialized and layer.awaits_data
     x = _data(256, 5)
+    layer.initialize(x)
+    assert layer.initialized and not layer.awaits_data
     y, logdet = layer(x)
-    assert layer.initialized
     torch.testing.assert_close(y.mean(0), torch.zeros(5, dtype=torch.float64), atol=1e-10, rtol=0)
     torch.testing.assert_close(
         y.var(0, unbiased=False), torch.ones(5, dtype=torch.float64), atol=1e-5, rtol=0
@@ -118,7 +126,9 @@ def test_actnorm_initialises_to_zero_mean_unit_variance() -> None:
 
 def test_actnorm_initialises_only_once() -> None:
     layer = ActNorm(3).double()
+    layer.initialize_on_next_forward()
     layer(_data(100, 3))
+    assert layer.initialized
     before = [p.detach().clone() for p in layer.parameters()]
     layer(10 * torch.randn(100, 3, dtype=torch.float64))
     for parameter, old in zip(layer.parameters(), before, strict=True):
@@ -132,6 +142,7 @@ def test_actnorm_image_initialisation_is_per_channel() -> None:
         * torch.tensor([1.0, 2.0, 5.0]).reshape(3, 1, 1).double()
         + 4
     )
+    layer.initialize(x)
     y, logdet = layer(x)
     torch.testing.assert_close(
         y.mean((0, 2, 3)), torch.zeros(3, dtype=torch.float64), atol=1e-10, rtol=0
@@ -148,10 +159,19 @@ def test_actnorm_before_initialisation_is_the_identity_and_does_not_initialise()
     x, logdet = layer.inverse(z)  # sampling before training
     torch.testing.assert_close(x, z, atol=0, rtol=0)
     torch.testing.assert_close(logdet, torch.zeros(6, dtype=torch.float64))
+    # Neither mode initialises as a side effect: the layer stays the identity.
+    for mode in ("eval", "train"):
+        getattr(layer, mode)()
+        data = _data(32, 4)
+        y, logdet = layer(data)
+        assert not layer.initialized
+        torch.testing.assert_close(y, data, atol=0, rtol=0)
+        torch.testing.assert_close(logdet, torch.zeros(32, dtype=torch.float64))
+    # The explicit step does, in either mode, on the next forward only.
     layer.eval()
-    layer(_data(32, 4))
+    layer.initialize_on_next_forward()
+    layer.inverse(z)
     assert not layer.initialized
-    layer.train()
     y, _ = layer(_data(32, 4))
     assert layer.initialized
     torch.testing.assert_close(y.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-10, rtol=0)
@@ -159,15 +179,17 @@ def test_actnorm_before_initialisation_is_the_identity_and_does_not_initialise()
 
 def test_actnorm_reloaded_model_does_not_reinitialise() -> None:
     saved = ActNorm(3).double()
-    saved(_data(50, 3))
+    saved.initialize(_data(50, 3))
     loaded = ActNorm(3).double()
     loaded.load_state_dict(saved.state_dict())
     assert loaded.initialized
     x = 7 * torch.randn(20, 3, dtype=torch.float64)
     torch.testing.assert_close(loaded(x)[0], saved(x)[0], atol=0, rtol=0)
-    # And loading an uninitialised state into an initialised layer brings initialisation back.
+    # And loading an uninitialised state into an initialised layer makes it await data again.
     saved.load_state_dict(ActNorm(3).double().state_dict())
-    assert not saved.initialized
+    assert not saved.initialized and saved.awaits_data
+    torch.testing.assert_close(saved(x)[0], x, atol=0, rtol=0)
+    saved.initialize_on_next_forward()
     y, _ = saved(x)
     assert saved.initialized
     torch.testing.assert_close(y.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-10, rtol=0)
@@ -176,6 +198,7 @@ def test_actnorm_reloaded_model_does_not_reinitialise() -> None:
 def test_actnorm_batch_of_one_only_centres() -> None:
     layer = ActNorm(3).double()
     x = torch.tensor([[1.0, -2.0, 5.0]], dtype=torch.float64)
+    layer.initialize(x)
     y, logdet = layer(x)
     torch.testing.assert_close(y, torch.zeros_like(y))
     torch.testing.assert_close(logdet, torch.zeros(1, dtype=torch.float64))

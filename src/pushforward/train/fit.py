@@ -197,6 +197,10 @@ def fit(
         try:
             while loop.step < steps and not loop.history.stopped_early:
                 batch, batch_context = rows(batches.next())
+                if loop.step == 0:
+                    # Data-dependent layers (ActNorm) start from the first batch; on a
+                    # resume their values come from the checkpoint instead.
+                    model.initialize_preprocessed(batch, batch_context)
                 prepared = preparer.current(loop.step, batch, batch_context)
                 if preparer.enabled:
                     coming = range(loop.step + 1, min(loop.step + 1 + workers, steps))

@@ -7,8 +7,6 @@ on images the log-determinant counts every pixel of a channel.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -44,17 +42,20 @@ class ActNorm(Transform):
     .. math:: \log|\det J| = N \sum_i s_i
 
     where :math:`N` is the number of entries per feature (1 for vectors,
-    :math:`H W` for images). On the first ``forward`` in training mode the
-    parameters are set from that batch so the outputs have zero mean and unit
-    variance per feature, :math:`s = -\tfrac12\log(\mathrm{Var}[x] + \epsilon)`,
+    :math:`H W` for images). :meth:`initialize` sets the parameters from a batch
+    so the outputs have zero mean and unit variance per feature,
+    :math:`s = -\tfrac12\log(\mathrm{Var}[x] + \epsilon)`,
     :math:`b = -e^{s}\,\mathrm{E}[x]`; afterwards they are ordinary learnable
     parameters. (With one entry per feature the variance is undefined, so only
-    the mean is removed and :math:`s = 0`.)
+    the mean is removed and :math:`s = 0`.) Inside a model, initialisation is
+    one explicit step, :meth:`pushforward.Model.initialize` (the training engine
+    takes it on the first batch): it turns on :meth:`initialize_on_next_forward`
+    and carries the batch through the layers in order, so each ActNorm
+    standardises what it sees. ``forward`` and ``inverse`` never initialise on
+    their own: until initialised the layer is the identity.
 
     The ``initialized`` buffer is saved in the ``state_dict``, so a reloaded
-    model does not initialise again. Until it is set the layer is the identity:
-    calling ``inverse`` first (sampling before training) or ``forward`` in eval
-    mode works and does not initialise.
+    model does not initialise again.
 
     References:
         Kingma & Dhariwal (2018), Glow: Generative Flow with Invertible 1x1 Convolutions.
@@ -73,12 +74,12 @@ class ActNorm(Transform):
         self.log_scale = nn.Parameter(torch.zeros(self.features))
         self.shift = nn.Parameter(torch.zeros(self.features))
         self.register_buffer("initialized", torch.tensor(False))
-        # Python-side mirror of ``initialized`` so trained layers skip a device sync per call.
-        self._known_initialized = False
+        self._initialize_on_next_forward = False
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         """Sets ``shift`` and ``log_scale`` so that ``forward(x)`` is standardised per feature."""
+        _check_features("ActNorm", x, self.features)
         dims = _reduction_dims(x)
         mean = x.mean(dim=dims)
         if x.numel() // self.features >= 2:
@@ -88,18 +89,16 @@ class ActNorm(Transform):
         self.log_scale.copy_(log_scale)
         self.shift.copy_(-mean * torch.exp(log_scale))
         self.initialized.fill_(True)
-        self._known_initialized = True
+        self._initialize_on_next_forward = False
 
-    def _maybe_initialize(self, x: Tensor) -> None:
-        if self.training and not self._known_initialized:
-            if not bool(self.initialized):
-                self.initialize(x)
-            self._known_initialized = True
+    @property
+    def awaits_data(self) -> bool:
+        """Whether the data-dependent initialisation is still to be done."""
+        return not bool(self.initialized)
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        # The loaded ``initialized`` flag decides; re-read it on the next training call.
-        self._known_initialized = False
-        super()._load_from_state_dict(*args, **kwargs)
+    def initialize_on_next_forward(self, on: bool = True) -> None:
+        """With ``on``, the next ``forward`` first calls :meth:`initialize` on its input."""
+        self._initialize_on_next_forward = bool(on)
 
     def _logabsdet(self, x: Tensor) -> Tensor:
         total = self.log_scale.sum() * _elements_per_feature(x)
@@ -108,7 +107,8 @@ class ActNorm(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x: (batch, features, ...) -> (e^s x + b, logabsdet (batch,))``."""
         _check_features("ActNorm", x, self.features)
-        self._maybe_initialize(x)
+        if self._initialize_on_next_forward:
+            self.initialize(x)
         y = x * _per_feature(torch.exp(self.log_scale), x) + _per_feature(self.shift, x)
         return y, self._logabsdet(x)
 
