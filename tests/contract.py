@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from pushforward.matching.couplings import PairedBatch
 from pushforward.transforms.base import Transform
 
 
@@ -190,10 +191,21 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 VARIANTS["fm:cosine"] = ("fm", {**SMALL_OPTIONS["fm"], "path": "cosine"})
 # Keyword options of log_prob for the density grid, where the defaults are costly.
 LOG_PROB_OPTIONS: dict[str, dict[str, Any]] = {"shortcut": {"solver": "rk4", "steps": 8}}
+
+
 # What ``loss`` takes beyond the data, for models not trained from data alone.
-LOSS_INPUTS: dict[str, Callable[[Tensor], dict[str, Tensor]]] = {
-    "distilled": lambda x: {"source": torch.zeros_like(x)},
+def _pairs_loss(model: Any, x: Tensor, context: Tensor | None) -> Tensor:
+    # A distilled model learns from (source, end point) pairs, not from data alone;
+    # the pairs' checks are the protocol's, as for any loss.
+    x = model.check_input(x)
+    context = model.check_context(context, x.shape[0])
+    return model.regression_loss(PairedBatch(torch.zeros_like(x), x, context))
+
+
+LOSS_FUNCTIONS: dict[str, Callable[[Any, Tensor, Tensor | None], Tensor]] = {
+    "distilled": _pairs_loss,
 }
+"""How the sweep computes a model's training loss where it is not ``model.loss(x, c)``."""
 
 
 def registered_name(case: str) -> str:

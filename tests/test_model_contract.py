@@ -25,7 +25,7 @@ from pushforward.model import Model
 from pushforward.registry import builder_for, keywords
 from tests.contract import (
     LOG_PROB_OPTIONS,
-    LOSS_INPUTS,
+    LOSS_FUNCTIONS,
     SMALL_OPTIONS,
     VARIANTS,
     grid_integral_2d,
@@ -73,8 +73,8 @@ def contexts(n: int, dtype: torch.dtype = torch.float64, device: str = "cpu", se
 
 
 def loss_of(case: str, model: Model, x: Tensor, c: Tensor | None) -> Tensor:
-    extra = LOSS_INPUTS.get(registered_name(case), lambda _: {})(x)
-    return model.loss(x, c, **extra)
+    special = LOSS_FUNCTIONS.get(registered_name(case))
+    return model.loss(x, c) if special is None else special(model, x, c)
 
 
 # -- the catalogue ---------------------------------------------------------------------

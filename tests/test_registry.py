@@ -79,13 +79,13 @@ class _Gaussian(Model):
         self.scale = float(scale)
         self.mean = torch.nn.Parameter(torch.zeros(int(features)))
 
-    def _log_prob(self, x, context):
+    def _log_prob(self, x, context, options):
         z = (x - self.mean) / self.scale
         return (-0.5 * z.square() - math.log(self.scale * math.sqrt(2 * math.pi))).sum(1)
 
-    def _rsample_and_log_prob(self, n, context, with_log_prob):
+    def _rsample_and_log_prob(self, n, context, options, log_prob_options):
         x = self.mean + self.scale * torch.randn(n, self.features, dtype=self.mean.dtype)
-        return x, self._log_prob(x, context) if with_log_prob else None
+        return x, None if log_prob_options is None else self._log_prob(x, context, options)
 
 
 def test_a_registered_class_stays_a_class(scratch_registry, tmp_path):
