@@ -7,6 +7,7 @@ three questions: ``log_prob``, ``sample`` and ``loss``.
 from __future__ import annotations
 
 from pushforward import fewstep, flows, matching, recipes
+from pushforward._version import __version__
 from pushforward.flows import Flow
 from pushforward.matching import FlowMatching
 from pushforward.model import Model
@@ -16,8 +17,6 @@ from pushforward.train import fit
 from pushforward.train.config import TrainingConfig
 from pushforward.train.run import RunResult, train_run
 from pushforward.transforms.preprocessing import Preprocessing
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Flow",

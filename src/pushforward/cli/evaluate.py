@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from pushforward.data import bits_per_dim, load_array, load_dataset
 from pushforward.inference import declared_fields
+from pushforward.metrics import energy_distance, sliced_wasserstein
 from pushforward.model import Model
 from pushforward.serialization import atomic_write_bytes, load
 from pushforward.train.run_directory import read_config
@@ -229,8 +231,6 @@ def sample_metrics(
     Returns:
         The metrics as a JSON-ready dict.
     """
-    from pushforward.metrics import energy_distance, sliced_wasserstein
-
     n = x.shape[0]
     if n < 2:
         raise ValueError("sample metrics need at least 2 data rows")
@@ -322,8 +322,6 @@ def run_transport(arguments: argparse.Namespace, source_file: str) -> int:
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     stream = io.BytesIO()
     np.save(stream, array, allow_pickle=False)
     return stream.getvalue()

@@ -9,6 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
+import torch
+import torch.distributed
+
+from pushforward.cli.demo import main_demo
+from pushforward.cli.evaluate import run_eval, run_sample
+from pushforward.cli.plot import run_plot
+from pushforward.cli.reflow import run_distill, run_reflow
+from pushforward.cli.train import run_train
 from pushforward.inference import declared_fields
 from pushforward.registry import available
 
@@ -325,8 +333,6 @@ def _set_threads(arguments: argparse.Namespace) -> None:
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -337,8 +343,6 @@ def _process_group() -> Iterator[None]:
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         yield
         return
-    import torch.distributed
-
     if torch.distributed.is_initialized():
         yield
         return
@@ -352,28 +356,16 @@ def _process_group() -> Iterator[None]:
 def _dispatch(arguments: argparse.Namespace) -> int:
     _set_threads(arguments)
     if arguments.command == "train":
-        from pushforward.cli.train import run_train
-
         with _process_group():
             return run_train(arguments)
     if arguments.command == "eval":
-        from pushforward.cli.evaluate import run_eval
-
         return run_eval(arguments)
     if arguments.command == "sample":
-        from pushforward.cli.evaluate import run_sample
-
         return run_sample(arguments)
     if arguments.command == "plot":
-        from pushforward.cli.plot import run_plot
-
         return run_plot(arguments)
     if arguments.command in ("reflow", "distill"):
-        from pushforward.cli.reflow import run_distill, run_reflow
-
         return run_reflow(arguments) if arguments.command == "reflow" else run_distill(arguments)
-    from pushforward.cli.demo import main_demo
-
     return main_demo(
         arguments.steps,
         arguments.data,

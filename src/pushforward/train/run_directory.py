@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pushforward._version import __version__
+from pushforward.registry import available
 from pushforward.serialization import atomic_write_bytes
 from pushforward.train.callbacks import Callback
 
@@ -30,8 +32,6 @@ CHECKPOINTS = "checkpoints"
 
 def package_version() -> str:
     """The installed pushforward version."""
-    from pushforward import __version__
-
     return __version__
 
 
@@ -76,8 +76,6 @@ def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
             f"(run format {config.get('format_version')}); this is pushforward "
             f"{package_version()} (run format {RUN_FORMAT_VERSION})"
         )
-    from pushforward.registry import available
-
     name = config.get("model", {}).get("name")
     if name not in available():
         raise ValueError(
