@@ -11,13 +11,15 @@ from hypothesis import strategies as st
 from zuko.transforms import MonotonicRQSTransform
 
 from pushforward.transforms.functional.spline import (
-    SPLINE_PARAMETERIZATIONS,
-    _knots_from_probabilities,
     packed_rational_quadratic_spline,
     rational_quadratic_spline,
+)
+from pushforward.transforms.functional.spline_parameterization import (
+    SPLINE_PARAMETERIZATIONS,
     soft_clip,
     spline_knots,
 )
+from pushforward.transforms.functional.spline_table import knots_from_probabilities
 from pushforward.transforms.maps import RationalQuadraticSplineMap
 from tests.contract import (
     LOG_2PI,
@@ -415,8 +417,8 @@ def test_fast_and_exact_knot_paths_agree(minimums):
     probabilities = torch.softmax(
         3 * torch.randn(2, 7, 50, generator=generator, dtype=torch.float64), 1
     )
-    fast = _knots_from_probabilities(probabilities, BOUND, *minimums, exact=False)
-    exact = _knots_from_probabilities(probabilities, BOUND, *minimums, exact=True)
+    fast = knots_from_probabilities(probabilities, BOUND, *minimums, exact=False)
+    exact = knots_from_probabilities(probabilities, BOUND, *minimums, exact=True)
     torch.testing.assert_close(fast, exact, atol=1e-13, rtol=0)
     torch.testing.assert_close(exact[:, 0], torch.full_like(exact[:, 0], -BOUND), atol=0, rtol=0)
     torch.testing.assert_close(

@@ -110,7 +110,7 @@ def nsf(
         spline_parameterization: how the conditioner's raw outputs become knots:
             ``"minimum"`` (minimum bin sizes and derivative, Durkan et al. 2019) or
             ``"soft-clip"`` (soft-clipped, exponential derivatives, as in zuko); see
-            :func:`pushforward.transforms.functional.spline.spline_knots`.
+            :func:`pushforward.transforms.functional.spline_parameterization.spline_knots`.
         last_layer_init: the conditioners' output layers start at ``"zero"`` (the
             flow starts at the identity) or ``"random"`` (PyTorch's default, as in zuko).
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pushforward.nn.mlp import LAST_LAYER_INITS
 from pushforward.options import choice, positive_float, positive_int
-from pushforward.transforms.functional.spline import SPLINE_PARAMETERIZATIONS
+from pushforward.transforms.functional.spline_parameterization import SPLINE_PARAMETERIZATIONS
 
 
 def spline_options(

@@ -20,7 +20,7 @@ from pushforward.transforms.functional.affine import (
     affine_inverse,
 )
 from pushforward.transforms.functional.sigmoid import logit, sigmoid_forward
-from pushforward.transforms.functional.spline import (
+from pushforward.transforms.functional.spline_parameterization import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,

@@ -16,12 +16,12 @@ from pushforward.transforms.functional.affine import (
     affine_forward,
     affine_inverse,
 )
-from pushforward.transforms.functional.spline import (
+from pushforward.transforms.functional.spline import packed_rational_quadratic_spline
+from pushforward.transforms.functional.spline_parameterization import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
     check_parameterization,
-    packed_rational_quadratic_spline,
 )
 
 
@@ -71,7 +71,7 @@ class RationalQuadraticSplineMap(ElementwiseMap):
     :func:`pushforward.transforms.functional.spline.rational_quadratic_spline`.
 
     The parameterisation says how raw values become knots
-    (:func:`pushforward.transforms.functional.spline.spline_knots`):
+    (:func:`pushforward.transforms.functional.spline_parameterization.spline_knots`):
     ``"minimum"`` adds minimum bin sizes to a softmax and a minimum derivative to a
     softplus; ``"soft-clip"`` soft-clips the raw values before a softmax and an
     exponential, as zuko does, and has no minimum bin size. Both map all-zero raw

@@ -13,11 +13,13 @@ from pushforward.transforms.functional.affine import (
 )
 from pushforward.transforms.functional.sigmoid import logit, sigmoid_forward
 from pushforward.transforms.functional.spline import (
+    packed_rational_quadratic_spline,
+    rational_quadratic_spline,
+)
+from pushforward.transforms.functional.spline_parameterization import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
-    packed_rational_quadratic_spline,
-    rational_quadratic_spline,
     spline_knots,
 )
 

@@ -35,246 +35,26 @@ intermediates from the inputs with differentiable ops, so higher derivatives sta
 exact. Under ``torch.func`` transforms (``jacrev``, ``jacfwd``, ``vmap``) the kernel
 runs as plain differentiable ops, which every transform supports.
 
-Two parameterisations turn the ``3K - 1`` raw values into knots; both give the
-identity map for all-zero raw values:
-
-* ``"minimum"`` (Durkan et al. 2019, as in nflows): bin sizes
-  :math:`m + (1 - Km)\,\mathrm{softmax}(\tilde w)` and derivatives
-  :math:`m_\delta + \mathrm{softplus}(\tilde\delta + c)`, shifted so a raw 0 gives 1;
-* ``"soft-clip"`` (as in zuko): bin sizes :math:`\mathrm{softmax}(\mathrm{clip}(\tilde w, L/2))`
-  and derivatives :math:`\exp(\mathrm{clip}(\tilde\delta, L))`, with the soft clip
-  :math:`\mathrm{clip}(v, a) = v / (1 + |v|/a)` and :math:`L = -\log s` for the slope
-  bound :math:`s` (``min_derivative``): derivatives and ratios of bin sizes stay within
-  :math:`(s, 1/s)`, and the bounded logits need no max subtracted before the exponential.
+The two parameterisations of the raw values (``"minimum"``, ``"soft-clip"``) and
+the readable reference :func:`spline_knots` live in
+:mod:`pushforward.transforms.functional.spline_parameterization`.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pushforward.transforms.functional.spline_backward import (
-    contiguous_transpose,
     rational_quadratic_spline_vjp,
 )
-
-DEFAULT_MIN_BIN_WIDTH = 1e-3
-DEFAULT_MIN_BIN_HEIGHT = 1e-3
-DEFAULT_MIN_DERIVATIVE = 1e-3
-SPLINE_PARAMETERIZATIONS = ("minimum", "soft-clip")
-
-
-def _derivative_offset(min_derivative: float) -> float:
-    """The shift that makes a raw derivative of 0 map to a knot derivative of exactly 1."""
-    return math.log(math.expm1(1 - min_derivative))
-
-
-def check_parameterization(parameterization: str) -> str:
-    """``parameterization`` if it is a spline parameterisation, else a ValueError listing them."""
-    if parameterization not in SPLINE_PARAMETERIZATIONS:
-        valid = ", ".join(map(repr, SPLINE_PARAMETERIZATIONS))
-        raise ValueError(f"unknown spline parameterization {parameterization!r}; valid: {valid}")
-    return parameterization
-
-
-def soft_clip(v: Tensor, bound: float) -> Tensor:
-    r"""The soft clip :math:`v / (1 + |v| / a)`: odd, increasing, slope 1 at 0, within ``(-a, a)``.
-
-    Args:
-        v: any shape.
-        bound: :math:`a > 0`.
-
-    Returns:
-        The clipped values, shape of ``v``.
-    """
-    return v / (1 + v.abs() / bound)
-
-
-def spline_knots(
-    unnormalized_widths: Tensor,
-    unnormalized_heights: Tensor,
-    unnormalized_derivatives: Tensor,
-    tail_bound: float,
-    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
-    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
-    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
-    *,
-    parameterization: str = "minimum",
-) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Knot positions and derivatives from raw parameters.
-
-    With ``parameterization="minimum"``:
-
-    .. math:: w_k = m_w + (1 - K m_w)\,\mathrm{softmax}(\tilde w)_k, \quad
-              x_k = -B + 2B \sum_{j<k} w_j, \quad
-              \delta_k = m_\delta + \mathrm{softplus}(\tilde\delta_k + c)
-
-    with :math:`c = \log(e^{1 - m_\delta} - 1)` so that a raw 0 gives
-    :math:`\delta = 1`, and likewise for heights. With ``"soft-clip"``:
-
-    .. math:: w_k = \mathrm{softmax}(\mathrm{clip}(\tilde w, L/2))_k, \quad
-              \delta_k = \exp(\mathrm{clip}(\tilde\delta_k, L)), \quad
-              L = -\log m_\delta
-
-    (:func:`soft_clip`; ``min_bin_width`` and ``min_bin_height`` are not used). This
-    is the readable reference; the spline kernel computes the same knots in fewer ops.
-
-    References:
-        Durkan et al. (2019), Neural Spline Flows; Rozet et al. (2022), Zuko:
-        Normalizing flows in PyTorch (the soft-clipped parameterisation).
-
-    Args:
-        unnormalized_widths: ``(..., K)``.
-        unnormalized_heights: ``(..., K)``.
-        unnormalized_derivatives: ``(..., K - 1)`` interior knot derivatives.
-        tail_bound: :math:`B`.
-        parameterization: ``"minimum"`` or ``"soft-clip"``.
-
-    Returns:
-        ``(knots_x, knots_y, derivatives)``, each ``(..., K + 1)``; the knots span
-        ``[-B, B]`` and the boundary derivatives are 1.
-    """
-    bins = unnormalized_widths.shape[-1]
-    if check_parameterization(parameterization) == "soft-clip":
-        bound = -math.log(min_derivative)
-        widths = torch.softmax(soft_clip(unnormalized_widths, bound / 2), -1)
-        heights = torch.softmax(soft_clip(unnormalized_heights, bound / 2), -1)
-        derivatives = torch.exp(soft_clip(unnormalized_derivatives, bound))
-    else:
-        widths = torch.softmax(unnormalized_widths, -1)
-        widths = min_bin_width + (1 - min_bin_width * bins) * widths
-        heights = torch.softmax(unnormalized_heights, -1)
-        heights = min_bin_height + (1 - min_bin_height * bins) * heights
-        # Raw 0 gives derivative 1, so zero conditioner outputs give the identity spline.
-        derivatives = min_derivative + F.softplus(
-            unnormalized_derivatives + _derivative_offset(min_derivative)
-        )
-    knots_x = F.pad(torch.cumsum(widths, -1), (1, 0)) * (2 * tail_bound) - tail_bound
-    knots_y = F.pad(torch.cumsum(heights, -1), (1, 0)) * (2 * tail_bound) - tail_bound
-    derivatives = F.pad(derivatives, (1, 1), value=1.0)
-    return knots_x, knots_y, derivatives
-
-
-def _knots_from_probabilities(
-    probabilities: Tensor, tail_bound: float, min_width: float, min_height: float, exact: bool
-) -> Tensor:
-    r"""Knots from ``(2, K, N)`` bin probabilities.
-
-    .. math:: x_i = -B + 2B m i + 2B (1 - K m) \sum_{j<i} p_j
-
-    Args:
-        exact: use an exact cumulative sum instead of a matrix product (for devices
-            where a matmul may run in TF32, which would move the end knots off -B, B).
-
-    Returns:
-        ``(2, K + 1, N)``: x-knots and y-knots.
-    """
-    k = probabilities.shape[1]
-    dtype, device = probabilities.dtype, probabilities.device
-    if exact or min_width != min_height:
-        positions = torch.arange(k + 1, dtype=dtype, device=device).unsqueeze(1)
-        minimum = torch.tensor([min_width, min_height], dtype=dtype, device=device).view(2, 1, 1)
-        scale = (1 - k * minimum) * (2 * tail_bound)
-        offset = positions * (2 * tail_bound) * minimum - tail_bound
-        if exact:
-            return offset + scale * F.pad(probabilities.cumsum(1), (0, 0, 1, 0))
-        below = (positions[1:].t() <= positions).to(dtype)  # [j < i] as (K + 1, K)
-        return torch.bmm(below * scale + offset, probabilities)
-    # As the p_j sum to 1 the offset folds into the matrix, so one product gives
-    # every knot: cumulative[i, j] = 2B (1 - K m) [j < i] + (-B + 2B m i); on CPU
-    # this is ~5x faster than a cumulative sum over the bins plus a broadcast add.
-    step = 2 * tail_bound * (1 - k * min_width)
-    cumulative = torch.full((k + 1, k), step, dtype=dtype, device=device).tril_(-1)
-    offset = torch.linspace(
-        -tail_bound, tail_bound * (2 * k * min_width - 1), k + 1, dtype=dtype, device=device
-    )
-    cumulative = (cumulative + offset.unsqueeze(1)).expand(2, k + 1, k)
-    return torch.bmm(cumulative, probabilities)
-
-
-def _knot_table(
-    params: Tensor,
-    bins: int,
-    tail_bound: float,
-    parameterization: str,
-    min_width: float,
-    min_height: float,
-    min_derivative: float,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Knots and derivatives of every element as one bins-major table.
-
-    Computes what :func:`spline_knots` computes, in fewer ops. Everything here is
-    laid out bins-major, ``(..., K, N)``: reductions over a handful of bins then run
-    across contiguous rows (on CPU ~5x faster than over a last dimension of 8).
-
-    Args:
-        params: ``(N, 3K - 1)`` packed raw parameters.
-        min_width, min_height: 0 for ``"soft-clip"``.
-
-    Returns:
-        ``table`` of shape ``(3, K + 1, N)`` (rows: x-knots, y-knots, derivatives)
-        and what the backward needs to reach the raw parameters: ``probabilities``
-        ``(2, K, N)`` (softmax of widths and heights) and either ``preactivation``,
-        the softplus arguments ``(K - 1, N)`` (``"minimum"``), or ``clip_denominator``,
-        the soft clip's denominators ``(3K - 1, N)``, and ``interior_derivatives``
-        ``(K - 1, N)`` (``"soft-clip"``).
-    """
-    k = bins
-    n = params.shape[0]
-    columns = contiguous_transpose(params)  # (3K - 1, N)
-    if parameterization == "soft-clip":
-        # One soft clip for all rows: bound L/2 on the width and height logits, L on
-        # the log-derivatives. The logits are bounded, so exp needs no max subtracted.
-        inverse_bounds = columns.new_full((3 * k - 1, 1), -2 / math.log(min_derivative))
-        inverse_bounds[2 * k :] = -1 / math.log(min_derivative)
-        clip_denominator = torch.abs(columns).mul_(inverse_bounds).add_(1.0)
-        exponentials = torch.div(columns, clip_denominator).exp_()
-        numerators = exponentials[: 2 * k].view(2, k, n)
-        interior = exponentials[2 * k :]
-        chain = {"clip_denominator": clip_denominator, "interior_derivatives": interior}
-    else:
-        raw = columns[: 2 * k].view(2, k, n)
-        # A hand-written softmax (torch.softmax over 8 bins is ~30x slower on CPU). The
-        # max is detached because softmax does not depend on it.
-        numerators = torch.exp(raw - raw.detach().amax(1, keepdim=True))
-        preactivation = columns[2 * k :] + _derivative_offset(min_derivative)
-        interior = F.softplus(preactivation) + min_derivative
-        chain = {"preactivation": preactivation}
-    probabilities = numerators / numerators.sum(1, keepdim=True)
-    knots = _knots_from_probabilities(
-        probabilities, tail_bound, min_width, min_height, exact=params.device.type != "cpu"
-    )
-    derivatives = F.pad(interior, (0, 0, 1, 1), value=1.0)
-    table = torch.cat([knots, derivatives.unsqueeze(0)])
-    return table, {"probabilities": probabilities, **chain}
-
-
-def _bin_values(
-    x: Tensor, table: Tensor, inverse: bool, tail_bound: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Clamps ``x`` into the bounds, finds its bin and gathers the bin's quantities.
-
-    Returns:
-        ``inside`` (N,) bool, ``x_clamped`` (N,), ``index`` (3, 2N) flat gather
-        index into ``table.view(3, -1)``, and ``values`` (3, 2, N): rows x, y,
-        derivative; ``values[:, 0]`` at the bin's left knot, ``values[:, 1]`` at
-        its right knot.
-    """
-    knots, n = table.shape[1], table.shape[2]
-    # Clamp before evaluating: the discarded branch of torch.where still back-propagates.
-    x_clamped = x.clamp(-tail_bound, tail_bound)
-    inside = x_clamped == x
-    # The bin is (number of knots <= x) - 1, counted down the contiguous knot rows;
-    # the clamp also catches x = B one ulp above a last knot that rounded below B.
-    count = (table[1 if inverse else 0] <= x_clamped).sum(0).clamp(1, knots - 1)
-    flat = torch.add(torch.arange(-n, 0, device=x.device), count, alpha=n)  # left knot
-    index = torch.cat([flat, flat + n]).expand(3, 2 * n)
-    values = table.view(3, knots * n).gather(1, index).view(3, 2, n)
-    return inside, x_clamped, index, values
-
+from pushforward.transforms.functional.spline_parameterization import (
+    DEFAULT_MIN_BIN_HEIGHT,
+    DEFAULT_MIN_BIN_WIDTH,
+    DEFAULT_MIN_DERIVATIVE,
+    check_parameterization,
+)
+from pushforward.transforms.functional.spline_table import bin_values, knot_table
 
 # Intermediates of the evaluation that the closed-form backward reuses.
 _SAVED = (
@@ -319,10 +99,10 @@ def _evaluate(
         x: ``(N,)``; params: ``(N, 3K - 1)``.
         differentiable: whether autograd (any mode) will differentiate these ops.
     """
-    table, chain = _knot_table(
+    table, chain = knot_table(
         params, bins, tail_bound, parameterization, min_width, min_height, min_derivative
     )
-    inside, x_clamped, index, values = _bin_values(x, table, inverse, tail_bound)
+    inside, x_clamped, index, values = bin_values(x, table, inverse, tail_bound)
     left, right = values.unbind(1)
     x_k, y_k, d_0 = left.unbind(0)
     width, height, _ = (right - left).unbind(0)
