@@ -255,7 +255,15 @@ class Model(nn.Module):
                 module.training = training
         return self
 
-    # -- what subclasses implement --------------------------------------------
+    def after_step(self) -> None:
+        """Follows each optimizer step of training; nothing by default.
+
+        A model with state that tracks its own weights (the moving target network
+        of a consistency loss) updates it here, so ``loss`` changes nothing. The
+        training engine calls it after every step, skipped or not; a loop of one's
+        own calls it after ``optimizer.step()``.
+        """
+
     # -- what subclasses implement, on values in the model's units ------------
 
     def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:

@@ -140,18 +140,26 @@ def test_target_follows_the_moving_average_and_not_the_optimizer() -> None:
     watcher = Weights(model)
     fit(model, data, steps=4, batch_size=64, lr=0.05, warmup=0, clip=None, quiet=True,
         callbacks=[watcher])  # fmt: skip
-    # The target moves once per step, towards the weights the step starts from.
+    # The target moves once after each step, towards the weights that step ended with.
     expected = start
-    for online in [start, *watcher.seen[:-1]]:
+    for online in watcher.seen:
         expected = tuple(0.8 * e + 0.2 * o for e, o in zip(expected, online, strict=True))
     target = (model.target.network.a.item(), model.target.network.b.item())
     assert target == pytest.approx(expected, rel=1e-12)
-    assert watcher.seen[-1] != pytest.approx(target)
+    assert watcher.seen[-2] != pytest.approx(target)
     assert model.target.network.a.grad is None and model.target.network.b.grad is None
-    # Validation-style evaluation (no gradients) leaves the target alone.
+    # The loss has no side effect, with gradients or without; after_step moves it.
+    model.train()
+    model.loss(data).backward()
     with torch.no_grad():
         model.loss(data)
     assert (model.target.network.a.item(), model.target.network.b.item()) == target
+    model.after_step()
+    online = (model.network.a.item(), model.network.b.item())
+    moved = tuple(0.8 * e + 0.2 * o for e, o in zip(target, online, strict=True))
+    assert (model.target.network.a.item(), model.target.network.b.item()) == pytest.approx(
+        moved, rel=1e-12
+    )
 
 
 def test_save_and_load_keep_the_target_network(tmp_path: Path) -> None:

@@ -202,10 +202,13 @@ class ConsistencyFlowMatching(CoupledModel):
     # -- training ----------------------------------------------------------------
 
     def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
-        # The EMA target moves here, once per call of ``loss``: once per training step.
-        if self.target is not None and self.training and torch.is_grad_enabled():
-            self.target.update(self.network)
         return self.loss_terms(pairs).total
+
+    def after_step(self) -> None:
+        """Moves the moving-average target one step towards the online network (the
+        training engine calls this after every optimizer step)."""
+        if self.target is not None:
+            self.target.update(self.network)
 
     def sample_times(self, n: int, like: Tensor) -> Tensor:
         r"""Training times :math:`t \sim U[10^{-3}, 1]`, ``(n,)`` in ``like``'s dtype and device."""

@@ -192,10 +192,13 @@ class ShortcutModel(CoupledVelocityModel):
     # -- training ----------------------------------------------------------------
 
     def _pairs_loss(self, pairs: PairedBatch) -> Tensor:
-        # The EMA target moves here, once per call of ``loss``: once per training step.
-        if self.target is not None and self.training and torch.is_grad_enabled():
-            self.target.update(self.network)
         return self.loss_terms(pairs).total
+
+    def after_step(self) -> None:
+        """Moves the moving-average target one step towards the online network (the
+        training engine calls this after every optimizer step)."""
+        if self.target is not None:
+            self.target.update(self.network)
 
     def consistency_rows(self, n: int) -> int:
         """How many of ``n`` rows get self-consistency targets (the last ones)."""

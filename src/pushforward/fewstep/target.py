@@ -7,11 +7,14 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from pushforward.nn.averaging import move_toward
+
 
 class TargetNetwork(nn.Module):
     r"""A slowly moving copy :math:`\theta^-` of a network: the target of a consistency loss.
 
-    After every training step the copy moves towards the online weights,
+    After every training step (the model's ``after_step``, which the training engine
+    calls after each optimizer step) the copy moves towards the online weights,
 
     .. math:: \theta^- \leftarrow \mu\, \theta^- + (1 - \mu)\, \theta,
 
@@ -38,15 +41,11 @@ class TargetNetwork(nn.Module):
     @torch.no_grad()
     def update(self, online: nn.Module) -> None:
         """Moves the target one EMA step towards ``online``'s current weights."""
-        for target, source in zip(
+        move_toward(
             self.network.state_dict(keep_vars=True).values(),
             online.state_dict(keep_vars=True).values(),
-            strict=True,
-        ):
-            if target.is_floating_point():
-                target.lerp_(source.detach(), 1.0 - self.decay)
-            else:
-                target.copy_(source)
+            1.0 - self.decay,
+        )
 
     def forward(self, *args: Tensor | None) -> Tensor:
         """The target network's output (no gradients), called like the online network."""

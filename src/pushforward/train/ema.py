@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from pushforward.nn.averaging import move_toward
+
 
 class EMA:
     r"""Shadow copies of a module's floating weights, averaged exponentially over steps.
@@ -57,10 +59,10 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         """Moves the shadow towards ``module``'s current weights by one step."""
-        weight = 1.0 - self.current_decay()
         state = _floating_state(module)
-        for name, shadow in self.shadow.items():
-            shadow.lerp_(state[name].detach(), weight)
+        move_toward(
+            self.shadow.values(), (state[name] for name in self.shadow), 1.0 - self.current_decay()
+        )
         self.updates += 1
 
     @torch.no_grad()

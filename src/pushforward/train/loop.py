@@ -98,6 +98,7 @@ class TrainingLoop:
             self.history.skipped += 1
             self.history.skipped_steps.append(self.step)
             self.in_a_row += 1
+            self.model.after_step()
             return {"loss": value, "learning_rate": lr, "grad_norm": grad_norm, "skipped": 1}
         self.in_a_row = 0
         for group in self.optim.param_groups:
@@ -105,6 +106,9 @@ class TrainingLoop:
         self.optim.step()
         if self.averager is not None:
             self.averager.update(self.model)
+        # After the average: it then sees the state a target network had when the
+        # step's loss used it.
+        self.model.after_step()
         self.interval_sum += value
         self.interval_count += 1
         return {"loss": value, "learning_rate": lr, "grad_norm": grad_norm, "skipped": 0}
