@@ -438,3 +438,20 @@ def test_a_standardizing_preprocessing_round_trips(dtype: torch.dtype, tmp_path:
     drawn = loaded.sample(5, c[:1])
     torch.manual_seed(1)
     assert torch.equal(drawn, folded.sample(5, c[:1]))
+
+
+def test_demo_runs_side_by_side_give_what_runs_one_by_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        argv = ["demo", "--steps", "10", "--eval-n", "300", "--model", "fm,nsf"]
+        assert main([*argv, "--jobs", str(jobs), "--out", str(out)]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        results[jobs] = [json.loads(line) for line in lines if line.startswith("{")]
+    # in the order asked for, with the same numbers whichever process trained them
+    assert [r["model"] for r in results[2]] == ["fm", "nsf"]
+    assert [r["kl"] for r in results[1]] == [r["kl"] for r in results[2]]
+    assert main(["demo", "--steps", "5", "--jobs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from pushforward.cli.evaluate import evaluate_run
+from pushforward.cli.plot import plot_run
 from pushforward.cli.report import write_evaluation, write_report
+from pushforward.registry import builder_for
 from pushforward.serialization import atomic_write_bytes
+from pushforward.train.run import train_run
 from pushforward.train.run_directory import CONFIG_FILE, read_config
 
 DEMO_MODELS = ("nsf", "fm", "meanflow")
@@ -20,14 +28,28 @@ steps a sample) and MeanFlow (one network evaluation a sample)."""
 DEMO_FILE = "demo.json"
 """Marks a directory as written by the demo (so a later demo may replace it)."""
 
-DEMO_OPTIONS: dict[str, list[str]] = {"fm": ['coupling="independent"']}
-"""Model options (``--set`` items) the demo changes from the defaults, to keep it short:
-fm's minibatch-OT assignment would make its training about 4x longer on a CPU, for
-the same KL on two moons (0.005 against 0.007 nats, ``bench/fm_quality.py``)."""
+DEMO_OPTIONS: dict[str, dict[str, Any]] = {
+    "fm": {"coupling": "independent", "hidden": [128, 128, 128, 128]},
+    "meanflow": {"hidden": [128, 128, 128]},
+}
+"""Model options the demo changes from the defaults, to fit in about a minute and a half
+on 2 cores (``bench/demo_settings.py`` measures what they cost and give): ``fm`` with
+independent pairs (minibatch OT would make its training about 4x longer on a CPU) and
+both ODE models with narrower networks than their 4x256 defaults, which also shortens
+their likelihood solves."""
 
-DEMO_LEARNING_RATES = {"nsf": 2e-3}
-"""Peak learning rates of the demo's models where they differ from what the model
-declares for ``pushforward train`` (``pushforward.registry.train_defaults``)."""
+DEMO_TRAIN: dict[str, dict[str, Any]] = {
+    "nsf": {"lr": 2e-3},
+    "fm": {"lr": 1e-2},
+    "meanflow": {"batch_size": 256},
+}
+"""Training options the demo changes from ``steps``, batch 512 and the model's
+registered learning rate: MeanFlow's batches of 256 make its exact minibatch-OT
+assignment about 8x cheaper (it dominated the step at 512)."""
+
+DEMO_ORDER = ("meanflow", "fm")
+"""Models started first when the demo trains several at once: the longest runs, so
+that the workers finish at about the same time."""
 
 
 def run_demo(
@@ -41,34 +63,24 @@ def run_demo(
     """Trains ``model_name`` on ``builtin:dataset`` into the run directory ``out``
     and returns test metrics.
 
-    The run goes through the same path as ``pushforward train`` (standardisation
-    fitted on the training split and folded into the saved model), and is
-    evaluated like ``pushforward eval`` on a fresh sample (seed ``seed + 1``), so
-    the log-likelihood is in the data's original units and ``kl`` is the
+    The run goes through :func:`~pushforward.train_run`, as ``pushforward train``
+    does (preprocessing fitted on the training split and saved with the model),
+    and is evaluated like ``pushforward eval`` on a fresh sample (seed ``seed + 1``),
+    so the log-likelihood is in the data's original units and ``kl`` is the
     negative log-likelihood minus the toy's exact entropy. The test metrics and
     the training time are stored in ``out/evaluation.json`` for the report.
     """
-    from pushforward.cli.evaluate import evaluate_run
-    from pushforward.cli.train import run_train
-
     out = Path(out)
-    arguments = argparse.Namespace(
-        data=f"builtin:{dataset}",
-        context=None,
-        model=model_name,
-        out=str(out),
-        config=None,
-        steps=steps,
-        batch_size=512,
-        lr=DEMO_LEARNING_RATES.get(model_name),
-        seed=seed,
-        n=None,
-        resume=False,
-        set=list(DEMO_OPTIONS.get(model_name, [])),
+    train = {"steps": steps, "batch_size": 512, "seed": seed, **DEMO_TRAIN.get(model_name, {})}
+    started = time.perf_counter()
+    train_run(
+        out,
+        f"builtin:{dataset}",
+        model_name,
+        options=dict(DEMO_OPTIONS.get(model_name, {})),
+        train=train,
         quiet=True,
     )
-    started = time.perf_counter()
-    run_train(arguments)
     seconds = time.perf_counter() - started
     started = time.perf_counter()
     metrics = evaluate_run(str(out), f"builtin:{dataset}", n=eval_n, seed=seed + 1)
@@ -91,10 +103,18 @@ def run_demo(
     return result
 
 
-def _figures(run: Path) -> None:
-    from pushforward.cli.plot import run_plot
+def demo_run(
+    dataset: str, model_name: str, steps: int, seed: int, out: str, eval_n: int, figures: bool
+) -> dict[str, Any]:
+    """:func:`run_demo`, then the run's figures and page when ``figures``."""
+    result = run_demo(dataset, model_name, steps, seed, out, eval_n)
+    if figures:
+        plot_run(Path(out))
+    return result
 
-    run_plot(argparse.Namespace(run=str(run)))
+
+def _worker(threads: int) -> None:
+    torch.set_num_threads(threads)
 
 
 def _clear(out: Path) -> None:
@@ -111,8 +131,6 @@ def _clear(out: Path) -> None:
 
 def model_names(text: str) -> list[str]:
     """``"nsf,fm"`` as ``["nsf", "fm"]``, each a registered model, without repeats."""
-    from pushforward.registry import builder_for
-
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise ValueError("--model needs at least one model name")
@@ -123,12 +141,30 @@ def model_names(text: str) -> list[str]:
     return names
 
 
+def default_jobs(models: int) -> int:
+    """One run at a time per CPU core (as far as this process may use them), at most
+    one per model."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(models, cores or 1))
+
+
 def main_demo(
-    steps: int, dataset: str, models: str, seed: int, out: str, eval_n: int = 10_000
+    steps: int,
+    dataset: str,
+    models: str,
+    seed: int,
+    out: str,
+    eval_n: int = 10_000,
+    jobs: int | None = None,
 ) -> int:
     """Trains each model of the comma-separated ``models`` into ``out/<model>``,
     prints one JSON line per model, then where the runs and the ``report.html``
-    (metrics, options and figures of all runs side by side) are."""
+    (metrics, options and figures of all runs side by side) are.
+
+    ``jobs`` runs train at once, each in its own process with this process's number
+    of torch threads (default :func:`default_jobs`); the longest runs
+    (``DEMO_ORDER``) start first. The lines come in the order of ``models``.
+    """
     try:
         import matplotlib  # noqa: F401
 
@@ -137,6 +173,9 @@ def main_demo(
         figures = False
         print("(install matplotlib for figures: pip install 'pushforward[plot]')")
     names = model_names(models)
+    jobs = default_jobs(len(names)) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     root = Path(out)
     _clear(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -144,15 +183,33 @@ def main_demo(
         root / DEMO_FILE,
         json.dumps({"dataset": dataset, "models": names, "steps": steps, "seed": seed}).encode(),
     )
-    runs = []
-    for name in names:
-        print(f"training {name} on builtin:{dataset} for {steps} steps ...", flush=True)
-        run = root / name
-        result = run_demo(dataset, name, steps, seed, run, eval_n)
-        if figures:
-            _figures(run)
-        print(json.dumps(result), flush=True)
-        runs.append(run)
+    runs = [root / name for name in names]
+    arguments = {
+        name: (dataset, name, steps, seed, str(root / name), eval_n, figures) for name in names
+    }
+    if jobs == 1:
+        for name in names:
+            print(f"training {name} on builtin:{dataset} for {steps} steps ...", flush=True)
+            print(json.dumps(demo_run(*arguments[name])), flush=True)
+    else:
+        first = [name for name in DEMO_ORDER if name in names]
+        order = first + [name for name in names if name not in first]
+        print(
+            f"training {', '.join(names)} on builtin:{dataset} for {steps} steps, "
+            f"{jobs} at a time ...",
+            flush=True,
+        )
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker,
+            initargs=(torch.get_num_threads(),),
+        ) as pool:
+            futures: dict[str, Future[dict[str, Any]]] = {
+                name: pool.submit(demo_run, *arguments[name]) for name in order
+            }
+            for name in names:
+                print(json.dumps(futures[name].result()), flush=True)
     # Written after the figures so that it embeds them; without matplotlib it
     # still shows the metrics.
     report = write_report(root, runs, title=f"pushforward demo: {', '.join(names)} on {dataset}")

@@ -319,6 +319,12 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at once, each in its own process (default: one per CPU core)",
+    )
+    demo.add_argument(
         "--out", default="pushforward-demo", help="directory of the runs (replaced if a demo)"
     )
     return root
@@ -373,6 +379,7 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         arguments.seed,
         arguments.out,
         arguments.eval_n,
+        arguments.jobs,
     )
 
 
