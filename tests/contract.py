@@ -1,22 +1,37 @@
-"""Checks every transform and model goes through, and the small options of every model.
+"""Checks every transform and model goes through, the transforms' catalogue, the models' options.
 
 Invertibility, log-determinants against the autograd Jacobian, normalisation on a
-grid; ``SMALL_OPTIONS`` holds one entry per registered model, which the model
-contract sweep (``tests/test_model_contract.py``) requires.
+grid; ``TRANSFORMS`` holds one small, randomised case per concrete transform, which
+the transform sweep (``tests/transforms/test_transform_contract.py``) requires;
+``SMALL_OPTIONS`` holds one entry per registered model, which the model contract
+sweep (``tests/test_model_contract.py``) requires.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from pushforward.distributions.base import Distribution
+from pushforward.distributions.normal import StandardNormal
+from pushforward.distributions.uniform import BoxUniform
 from pushforward.matching.couplings import PairedBatch
-from pushforward.transforms.base import Transform
+from pushforward.transforms.autoregressive import MaskedAutoregressive
+from pushforward.transforms.base import Compose, Inverse, Transform
+from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
+from pushforward.transforms.elementwise import ElementwiseAffine, ElementwiseSpline, Logit, Sigmoid
+from pushforward.transforms.linear import LULinear
+from pushforward.transforms.maps import AffineMap, ElementwiseMap, RationalQuadraticSplineMap
+from pushforward.transforms.normalization import ActNorm, BatchNorm
+from pushforward.transforms.permutation import Permutation
+from pushforward.transforms.standardize import Standardize
 
 
 def randomize_(
@@ -53,17 +68,20 @@ def assert_invertible(
 
 
 def jacobian_logabsdet(function, x: Tensor, context: Tensor | None) -> Tensor:
-    """``log|det J|`` of ``function`` at every row of ``x``, from torch.func's Jacobian."""
-    values = []
-    for i in range(x.shape[0]):
-        row_context = None if context is None else context[i : i + 1]
+    """``log|det J|`` of ``function`` at every row of ``x``, from torch.func's Jacobian.
 
-        def single(row: Tensor, row_context: Tensor | None = row_context) -> Tensor:
-            return function(row.unsqueeze(0), row_context)[0].reshape(-1)
-
-        jacobian = torch.func.jacrev(single)(x[i])
-        values.append(torch.linalg.slogdet(jacobian.reshape(jacobian.shape[0], -1))[1])
-    return torch.stack(values)
+    One Jacobian of the whole batch (a loop over rows costs four times as much); its
+    blocks across rows must vanish, since a transform maps every row on its own.
+    """
+    batch, size = x.shape[0], x[0].numel()
+    jacobian = torch.func.jacrev(lambda points: function(points, context))(x)
+    jacobian = jacobian.reshape(batch, size, batch, size).permute(0, 2, 1, 3)
+    rows = torch.arange(batch, device=x.device)
+    blocks = jacobian[rows, rows]
+    across = jacobian.clone()
+    across[rows, rows] = 0
+    assert not across.any(), "the Jacobian couples different rows of the batch"
+    return torch.linalg.slogdet(blocks)[1]
 
 
 def assert_logdet_matches_jacobian(
@@ -115,12 +133,15 @@ def assert_elementwise_round_trip(
     )
 
 
-def flow_log_density(transform: Transform, base: nn.Module):
-    r"""The density ``log p_base(f(x)) + log|det df/dx|`` of ``f = transform`` (data to base)."""
+def flow_log_density(transform: Transform, base: Distribution, context: Tensor | None = None):
+    r"""The density ``log p_base(f(x)) + log|det df/dx|`` of ``f = transform`` (data to base).
+
+    A ``context`` of one row conditions every point on it.
+    """
 
     def log_density(points: Tensor) -> Tensor:
         with torch.no_grad():
-            z, logabsdet = transform(points)
+            z, logabsdet = transform(points, context)
             return base.log_prob(z) + logabsdet
 
     return log_density
@@ -150,6 +171,288 @@ def grid_integral_1d(
 
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+# -- the transforms' catalogue ---------------------------------------------------------
+
+TransformFactory = Callable[[int, int, torch.dtype], Transform]
+"""``(features, context_features, dtype) -> Transform``: a small, seeded, non-trivial layer."""
+
+
+def real_inputs(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Standard normal rows, the second half scaled by 10: far outside a spline's bounds."""
+    x = torch.randn(batch, features, generator=generator, dtype=dtype)
+    x[batch // 2 :] *= 10
+    return x
+
+
+def normal_inputs(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Standard normal rows."""
+    return torch.randn(batch, features, generator=generator, dtype=dtype)
+
+
+def sigmoid_inputs(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Real rows within ``[-8, 8]``, where the sigmoid stays far enough from 1 to invert exactly."""
+    return (3 * torch.randn(batch, features, generator=generator, dtype=dtype)).clamp(-8, 8)
+
+
+def unit_inputs(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Uniform rows inside ``[0.02, 0.98]``, the logit's domain."""
+    return torch.rand(batch, features, generator=generator, dtype=dtype).clamp(0.02, 0.98)
+
+
+def unstandardized(
+    batch: int,
+    features: int,
+    dtype: torch.dtype = torch.float64,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Rows far from standardised (shifts -3..2, scales 0.5..4), for data-dependent layers."""
+    scale = torch.linspace(0.5, 4.0, features, dtype=dtype)
+    shift = torch.linspace(-3.0, 2.0, features, dtype=dtype)
+    return shift + scale * torch.randn(batch, features, generator=generator, dtype=dtype)
+
+
+def standard_normal(dimension: int) -> Distribution:
+    return StandardNormal((dimension,)).double()
+
+
+def unit_box(dimension: int) -> Distribution:
+    return BoxUniform((dimension,), 0.0, 1.0).double()
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A midpoint-rule grid on which ``base`` pulled back through the transform integrates to 1.
+
+    ``dimension`` (1 or 2) is also the number of features the case is built with.
+    """
+
+    dimension: int
+    low: float
+    high: float
+    points: int
+    base: Callable[[int], Distribution] = standard_normal
+
+
+REAL_LINE = Grid(1, -60.0, 60.0, 60_000)
+PLANE = Grid(2, -7.0, 7.0, 300)
+
+
+@dataclass(frozen=True)
+class TransformCase:
+    """One entry of the catalogue: how to build the transform and where its inputs live.
+
+    Attributes:
+        build: the factory, ``(features, context_features, dtype) -> Transform``.
+        inputs: ``(batch, features, dtype, generator) -> x`` inside ``forward``'s domain.
+        conditional: whether the transform reads a context when built with one.
+        grid: where its density integrates to one, or ``None`` (with a reason in the entry).
+    """
+
+    build: TransformFactory
+    inputs: Callable[[int, int, torch.dtype, torch.Generator], Tensor] = real_inputs
+    conditional: bool = False
+    grid: Grid | None = REAL_LINE
+
+
+def _generator(features: int, context: int) -> torch.Generator:
+    """A generator seeded by the sizes, so a case does not depend on the order tests run in."""
+    return torch.Generator().manual_seed(31 * features + context)
+
+
+def _randomized(
+    transform: Transform, dtype: torch.dtype, scale: float, generator: torch.Generator
+) -> Transform:
+    transform = transform.to(dtype)
+    randomize_(transform, scale, generator)
+    return transform
+
+
+def _elementwise_scale(dtype: torch.dtype) -> float:
+    # A nearly flat bin (slope ~1e-3) makes y -> x too ill-conditioned for float32.
+    return 1.0 if dtype == torch.float64 else 0.5
+
+
+def _conditioner_scale(dtype: torch.dtype) -> float:
+    # Inputs 10x outside the bounds drive larger conditioner outputs to the spline's
+    # minimum bins, where y -> x is ill-conditioned (|dx/dy| ~ 1e5) and no inverse meets
+    # 1e-10 (float64) or 1e-4 (float32): the map's conditioning, not the code's.
+    return 0.15 if dtype == torch.float64 else 0.1
+
+
+def _spline_map(parameterization: str = "minimum") -> RationalQuadraticSplineMap:
+    return RationalQuadraticSplineMap(bins=6, tail_bound=4.0, parameterization=parameterization)
+
+
+MAPS: dict[str, Callable[[], ElementwiseMap]] = {
+    "affine": AffineMap,
+    "spline": _spline_map,
+    "spline-soft-clip": partial(_spline_map, "soft-clip"),
+}
+"""The element-wise maps of coupling and autoregressive layers, by name."""
+
+
+def _elementwise_affine(features: int, context: int, dtype: torch.dtype) -> Transform:
+    layer = ElementwiseAffine(features)
+    return _randomized(layer, dtype, _elementwise_scale(dtype), _generator(features, context))
+
+
+def _elementwise_spline(features: int, context: int, dtype: torch.dtype) -> Transform:
+    layer = ElementwiseSpline(features, bins=6, tail_bound=3.0)
+    return _randomized(layer, dtype, _elementwise_scale(dtype), _generator(features, context))
+
+
+def _lu_linear(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    return _randomized(
+        LULinear(features, identity_init=False, generator=generator), dtype, 0.3, generator
+    )
+
+
+def _actnorm(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    layer = ActNorm(features).to(dtype)
+    layer.initialize(unstandardized(64, features, dtype, generator))
+    return _randomized(layer, dtype, 0.3, generator)
+
+
+def _batchnorm(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    layer = BatchNorm(features).to(dtype)
+    layer(unstandardized(64, features, dtype, generator))  # running statistics from one batch
+    return _randomized(layer, dtype, 0.3, generator).eval()
+
+
+def _standardize(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    mean = torch.randn(features, generator=generator, dtype=dtype)
+    std = torch.exp(0.5 * torch.randn(features, generator=generator, dtype=dtype))
+    return Standardize(mean, std)
+
+
+def _coupling(
+    features: int, context: int, dtype: torch.dtype, *, map: str, random: bool
+) -> Transform:
+    generator = _generator(features, context)
+    mask = random_mask(features, generator) if random else alternating_mask(features)
+    layer = Coupling(features, MAPS[map](), mask, hidden=(16, 16), context=context)
+    return _randomized(layer, dtype, _conditioner_scale(dtype), generator)
+
+
+def _autoregressive(
+    features: int, context: int, dtype: torch.dtype, *, map: str, residual: bool = False
+) -> Transform:
+    generator = _generator(features, context)
+    order = torch.randperm(features, generator=generator)
+    layer = MaskedAutoregressive(
+        features, MAPS[map](), hidden=(16, 16), context=context, order=order, residual=residual
+    )
+    # Residual blocks add their outputs to their inputs: the same weights give larger
+    # conditioner outputs, so they are drawn half as large.
+    scale = _conditioner_scale(dtype) * (0.5 if residual else 1.0)
+    return _randomized(layer, dtype, scale, generator)
+
+
+def _inverse_autoregressive(features: int, context: int, dtype: torch.dtype) -> Transform:
+    return Inverse(_autoregressive(features, context, dtype, map="spline"))
+
+
+def _composition(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    layers = [
+        Coupling(
+            features, _spline_map(), alternating_mask(features), hidden=(16,), context=context
+        ),
+        Permutation.reverse(features),
+        MaskedAutoregressive(features, AffineMap(), hidden=(16,), context=context),
+        LULinear(features, identity_init=False, generator=generator),
+    ]
+    return _randomized(Compose(layers), dtype, _conditioner_scale(dtype), generator)
+
+
+def _sigmoid(features: int, context: int, dtype: torch.dtype, *, alpha: float) -> Transform:
+    return Sigmoid(alpha).to(dtype)
+
+
+def _logit(features: int, context: int, dtype: torch.dtype, *, alpha: float) -> Transform:
+    return Logit(alpha).to(dtype)
+
+
+def _reverse_permutation(features: int, context: int, dtype: torch.dtype) -> Transform:
+    return Permutation.reverse(features).to(dtype)
+
+
+def _random_permutation(features: int, context: int, dtype: torch.dtype) -> Transform:
+    return Permutation.random(features, generator=_generator(features, context)).to(dtype)
+
+
+# Sigmoid's forward squashes the real line into [0, 1], where its base is uniform.
+SQUASHED_LINE = Grid(1, -60.0, 60.0, 60_000, base=unit_box)
+UNIT_INTERVAL = Grid(1, 0.0, 1.0, 20_000)
+
+TRANSFORMS: dict[str, TransformCase] = {
+    "elementwise-affine": TransformCase(_elementwise_affine),
+    "elementwise-spline": TransformCase(_elementwise_spline),
+    "sigmoid": TransformCase(partial(_sigmoid, alpha=0.0), sigmoid_inputs, grid=SQUASHED_LINE),
+    "sigmoid-alpha": TransformCase(
+        partial(_sigmoid, alpha=0.05), sigmoid_inputs, grid=SQUASHED_LINE
+    ),
+    "logit": TransformCase(partial(_logit, alpha=0.0), unit_inputs, grid=UNIT_INTERVAL),
+    # With alpha > 0 the image of [0, 1] is a bounded interval, which a normal base
+    # does not fill: no base makes a cheap grid check of it.
+    "logit-alpha": TransformCase(partial(_logit, alpha=0.05), unit_inputs, grid=None),
+    "lu-linear": TransformCase(_lu_linear, grid=PLANE),
+    "permutation-reverse": TransformCase(_reverse_permutation, grid=PLANE),
+    "permutation-random": TransformCase(_random_permutation, grid=PLANE),
+    "actnorm": TransformCase(_actnorm),
+    "batchnorm": TransformCase(_batchnorm),
+    "standardize": TransformCase(_standardize),
+    # The spline coupling with a random mask, the other two with the alternating one.
+    **{
+        f"coupling-{map}": TransformCase(
+            partial(_coupling, map=map, random=random), conditional=True, grid=PLANE
+        )
+        for map, random in (("affine", False), ("spline", True), ("spline-soft-clip", False))
+    },
+    **{
+        f"masked-autoregressive-{map}": TransformCase(
+            partial(_autoregressive, map=map), conditional=True, grid=PLANE
+        )
+        for map in MAPS
+    },
+    "masked-autoregressive-spline-residual": TransformCase(
+        partial(_autoregressive, map="spline", residual=True), conditional=True, grid=PLANE
+    ),
+    "inverse-autoregressive-spline": TransformCase(
+        _inverse_autoregressive, conditional=True, grid=PLANE
+    ),
+    # Each layer's tails are swept on its own; stacked, rows 10x outside the bounds
+    # would compound the layers' conditioning.
+    "compose": TransformCase(_composition, normal_inputs, conditional=True, grid=PLANE),
+}
+"""One case per concrete transform (and its variants), swept by the transform contract.
+
+A new subclass of :class:`~pushforward.transforms.base.Transform` joins the sweep by
+an entry here; without one (or a reason in ``TRANSFORM_EXCLUSIONS``) the
+completeness test fails, naming it.
+"""
+
+TRANSFORM_EXCLUSIONS: dict[str, str] = {}
+"""Transforms the sweep cannot build, by qualified class name, each with the reason.
+
+Empty: the wrappers ``Compose`` and ``Inverse`` have cases of their own, and
+``Transform`` itself, the root of the walk, is not one of its subclasses. An
+abstract base or a wrapper that cannot stand alone belongs here, with why.
+"""
 
 
 # -- the models' small options ---------------------------------------------------------

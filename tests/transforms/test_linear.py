@@ -1,4 +1,8 @@
-"""LULinear: W = P L U, log|det W| from the diagonal of U, inverse by triangular solves."""
+"""LULinear: W = P L U, log|det W| from the diagonal of U, inverse by triangular solves.
+
+Invertibility, the Jacobian, dtypes and normalisation are swept for every transform
+in ``tests/transforms/test_transform_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pushforward.transforms.linear import LULinear
-from tests.contract import assert_invertible, assert_logdet_matches_jacobian, randomize_
+from tests.contract import TRANSFORMS, randomize_
 
 FEATURES = [1, 2, 3, 5, 8]
 
 
-def _random_layer(features: int, dtype: torch.dtype = torch.float64) -> LULinear:
-    layer = LULinear(features, identity_init=False, generator=torch.Generator().manual_seed(0))
-    layer = layer.to(dtype)
-    randomize_(layer, scale=0.3, generator=torch.Generator().manual_seed(features))
+def _random_layer(features: int) -> LULinear:
+    layer = TRANSFORMS["lu-linear"].build(features, 0, torch.float64)
+    assert isinstance(layer, LULinear)
     return layer
-
-
-@pytest.mark.parametrize("features", FEATURES)
-def test_invertible_float64_and_float32(features: int) -> None:
-    x = torch.randn(7, features, dtype=torch.float64)
-    assert_invertible(_random_layer(features), x, atol=1e-10)
-    assert_invertible(_random_layer(features, torch.float32), x.float(), atol=1e-4)
-
-
-@pytest.mark.parametrize("features", FEATURES)
-def test_logdet_matches_jacobian(features: int) -> None:
-    x = torch.randn(4, features, dtype=torch.float64)
-    assert_logdet_matches_jacobian(_random_layer(features), x, atol=1e-6)
 
 
 @pytest.mark.parametrize("features", FEATURES)
