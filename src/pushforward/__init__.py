@@ -11,6 +11,7 @@ from pushforward._version import __version__
 from pushforward.flows import Flow
 from pushforward.matching import FlowMatching
 from pushforward.model import Model
+from pushforward.recipes.run import distill_run, reflow_run
 from pushforward.registry import available, build, register
 from pushforward.serialization import load, save
 from pushforward.train import fit
@@ -28,12 +29,14 @@ __all__ = [
     "__version__",
     "available",
     "build",
+    "distill_run",
     "fewstep",
     "fit",
     "flows",
     "load",
     "matching",
     "recipes",
+    "reflow_run",
     "register",
     "save",
     "train_run",

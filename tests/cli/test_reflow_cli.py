@@ -18,12 +18,12 @@ from safetensors.torch import load_file, save_file
 from scipy.spatial.distance import cdist
 
 import pushforward
-from pushforward.cli import reflow as reflow_cli
 from pushforward.cli.main import main
 from pushforward.cli.report import summarize_run, write_evaluation
 from pushforward.data import load_dataset
 from pushforward.fewstep.distilled import DistilledFlow
 from pushforward.matching.model import FlowMatching
+from pushforward.recipes import run as reflow_run_module
 from pushforward.recipes.pairs import fit_pairs
 from pushforward.train.callbacks import Callback
 from pushforward.train.checkpoint import latest_checkpoint
@@ -308,7 +308,7 @@ def watch(monkeypatch: pytest.MonkeyPatch, watcher: Watch) -> None:
         options["callbacks"] = [*options["callbacks"], watcher]
         return fit_pairs(*args, **options)
 
-    monkeypatch.setattr(reflow_cli, "fit_pairs", watched)
+    monkeypatch.setattr(reflow_run_module, "fit_pairs", watched)
 
 
 def refuse_to_draw(*args: Any, **kwargs: Any) -> Any:
@@ -355,7 +355,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(
 
     resumed = Watch()
     watch(monkeypatch, resumed)
-    monkeypatch.setattr(reflow_cli, "reflow_pairs", refuse_to_draw)
+    monkeypatch.setattr(reflow_run_module, "reflow_pairs", refuse_to_draw)
     assert main([*argv, "--out", str(out), "--resume"]) == 0
     # It went on from the checkpoint, not from the start, to the uninterrupted run's
     # weights bit for bit and its metrics record for record.

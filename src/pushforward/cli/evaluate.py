@@ -17,8 +17,8 @@ from pushforward.data import bits_per_dim, load_array, load_dataset
 from pushforward.inference import declared_fields
 from pushforward.metrics import energy_distance, sliced_wasserstein
 from pushforward.model import Model
-from pushforward.serialization import atomic_write_bytes, load
-from pushforward.train.run_directory import read_config
+from pushforward.serialization import atomic_write_bytes
+from pushforward.train.run_directory import open_run
 from pushforward.train.run_inputs import read_source
 
 SAMPLE_OPTIONS = tuple(declared_fields("SampleOptions"))
@@ -40,24 +40,6 @@ def default_eval_seed(config: dict[str, Any]) -> int:
     so the evaluation sample is never the one the run was trained on (a fixed default
     would be exactly the training sample of a run trained with that seed)."""
     return int(config.get("train", {}).get("seed", 0)) + 1
-
-
-def open_run(directory: str) -> tuple[dict[str, Any], Model]:
-    """The run's config and its model (original units), checked against each other."""
-    config = read_config(directory)
-    if not (Path(directory) / "model.json").is_file():
-        raise FileNotFoundError(
-            f"run directory '{directory}' has no trained model yet (training did not finish); "
-            "continue it with pushforward train ... --resume"
-        )
-    model = load(directory)
-    saved = getattr(model, "config", {})
-    if saved.get("model") != config["model"]["name"]:
-        raise ValueError(
-            f"run directory '{directory}' is inconsistent: config.json names model "
-            f"{config['model']['name']!r} but model.json holds {saved.get('model')!r}"
-        )
-    return config, model
 
 
 def _dtype(model: Model) -> torch.dtype:

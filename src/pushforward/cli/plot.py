@@ -9,11 +9,10 @@ from typing import Any
 
 import torch
 
-from pushforward.cli.evaluate import open_run
 from pushforward.cli.report import write_report
 from pushforward.data import load_dataset
 from pushforward.model import Model
-from pushforward.train.run_directory import read_metrics
+from pushforward.train.run_directory import open_run, read_metrics
 
 GRID = 80
 """Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a
@@ -79,9 +78,7 @@ def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | Non
     density = None
     if model.has_log_prob:
         declared = model.log_prob_options.names()
-        options: dict[str, Any] = {
-            k: DENSITY_TOLERANCE for k in ("atol", "rtol") if k in declared
-        }
+        options: dict[str, Any] = {k: DENSITY_TOLERANCE for k in ("atol", "rtol") if k in declared}
         with torch.no_grad():
             log_density = model.log_prob(points.to(dtype), **options)
         density = log_density.double().exp().reshape(GRID, GRID)

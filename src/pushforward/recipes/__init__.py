@@ -2,6 +2,8 @@
 
 They train new models through :func:`pushforward.train.fit`, so this folder sits
 above ``train/``; the models they produce are plain registered models.
+:func:`reflow_run` and :func:`distill_run` do the same into a run directory, as
+``pushforward reflow`` and ``pushforward distill`` do.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ from pushforward.recipes.pairs import (
     unpack_pairs,
 )
 from pushforward.recipes.reflow import ReflowResult, rectified_model, reflow
+from pushforward.recipes.run import distill_run, pair_run, reflow_run
 
 __all__ = [
     "DistillationResult",
     "PairRegression",
     "ReflowResult",
     "distill",
+    "distill_run",
     "fit_pairs",
     "pack_pairs",
+    "pair_run",
     "rectified_model",
     "reflow",
     "reflow_pairs",
+    "reflow_run",
     "student_for",
     "unpack_pairs",
 ]

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pushforward._version import __version__
+from pushforward.model import Model
 from pushforward.registry import available
-from pushforward.serialization import atomic_write_bytes
+from pushforward.serialization import atomic_write_bytes, load
 from pushforward.train.callbacks import Callback
 
 RUN_FORMAT = "pushforward-run"
@@ -172,3 +173,21 @@ def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def open_run(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], Model]:
+    """The run's config and its model (in the data's units), checked against each other."""
+    config = read_config(directory)
+    if not (Path(directory) / "model.json").is_file():
+        raise FileNotFoundError(
+            f"run directory '{directory}' has no trained model yet (training did not finish); "
+            "continue it with pushforward train ... --resume"
+        )
+    model = load(directory)
+    saved = getattr(model, "config", {})
+    if saved.get("model") != config["model"]["name"]:
+        raise ValueError(
+            f"run directory '{directory}' is inconsistent: config.json names model "
+            f"{config['model']['name']!r} but model.json holds {saved.get('model')!r}"
+        )
+    return config, model
