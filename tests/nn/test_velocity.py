@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from pushforward.nn.jacobian_trace import activation_and_slope
 from pushforward.nn.mlp import ACTIVATIONS
 from pushforward.nn.time_embedding import SinusoidalTimeEmbedding, sinusoidal_embedding
-from pushforward.nn.velocity import VelocityMLP, activation_and_slope
+from pushforward.nn.velocity import VelocityMLP
 from pushforward.ode.divergence import exact_divergence
 
 VARIANTS = [

@@ -55,7 +55,9 @@ def _quadratic_forms(f: RowwiseField, x: Tensor, directions: Tensor) -> tuple[Te
     return vmap(one_direction, out_dims=out_dims)(directions)
 
 
-def _directions_per_pass(dims: int, batch: int, chunk_size: int | None) -> int:
+def directions_per_pass(dims: int, batch: int, chunk_size: int | None) -> int:
+    """Directions of a Jacobian trace pushed at once: ``chunk_size``, or as many as keep
+    ``batch * directions`` within :data:`ROWS_PER_PASS`; a bad ``chunk_size`` is an error."""
     if chunk_size is None:
         return max(1, min(dims, ROWS_PER_PASS // max(batch, 1)))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -92,7 +94,7 @@ def exact_divergence(
     """
     _check_field_input(x)
     dims = math.prod(x.shape[1:])
-    per_pass = _directions_per_pass(dims, x.shape[0], chunk_size)
+    per_pass = directions_per_pass(dims, x.shape[0], chunk_size)
     basis = torch.eye(dims, dtype=x.dtype, device=x.device)
     value: Tensor | None = None
     divergence = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
