@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.distributions import Distribution, make_base
+from pushforward.distributions import Distribution
 from pushforward.fewstep.target import TargetNetwork
 from pushforward.inference import NoOptions
 from pushforward.matching.coupled import (
@@ -17,8 +16,9 @@ from pushforward.matching.coupled import (
     row_mse,
 )
 from pushforward.matching.couplings import BatchCoupling, PairedBatch
-from pushforward.matching.options import event_shape_option, velocity_network
+from pushforward.matching.options import DEFAULT_NETWORK, NetworkOptions
 from pushforward.ode.options import StepSampleOptions
+from pushforward.option_groups import grouped_options
 from pushforward.options import positive_int, sizes, unit_interval
 from pushforward.registry import register
 
@@ -279,17 +279,12 @@ CONSISTENCY_FM_TRAIN_DEFAULTS = {"lr": 1e-3}
 
 
 @register("consistency-fm", train=CONSISTENCY_FM_TRAIN_DEFAULTS)
+@grouped_options(network=NetworkOptions)
 def consistency_flow_matching(
     features: int,
     context: int = 0,
-    hidden: Sequence[int] = (256, 256, 256, 256),
-    shape: Sequence[int] | None = None,
-    base: str = "normal",
     coupling: str = "ot",
-    residual: bool = True,
-    time_embedding: int = 32,
-    time_scale: float = 10.0,
-    activation: str = "silu",
+    network: NetworkOptions = DEFAULT_NETWORK,
     segments: int = 2,
     delta_t: float = 1e-3,
     alpha: float = 1e-5,
@@ -313,14 +308,7 @@ def consistency_flow_matching(
     Args:
         features: number of values per event (``prod(shape)``).
         context: context size (0 for unconditional).
-        hidden: widths of the velocity network's hidden layers.
-        shape: event shape (default ``[features]``).
-        base: source distribution name.
         coupling: ``independent``, ``ot`` (exact minibatch OT) or ``sinkhorn``.
-        residual: residual blocks in the velocity network.
-        time_embedding: width of the sinusoidal time embedding.
-        time_scale: the time embedding's frequency scale.
-        activation: nonlinearity of the network.
         segments: the number of time segments, each with its own end point.
         delta_t: time gap of the consistency pairs.
         alpha: weight of the velocity-consistency term.
@@ -330,13 +318,9 @@ def consistency_flow_matching(
         steps: default sampling steps, a multiple of ``segments`` (default ``segments``).
     """
     features, context = sizes(features, context)
-    event_shape = event_shape_option(features, shape)
-    network = velocity_network(
-        features, context, hidden, time_embedding, time_scale, activation, residual
-    )
     return ConsistencyFlowMatching(
-        network,
-        make_base(base, event_shape),
+        network.build_network(features, context),
+        network.source(network.event_shape(features)),
         context,
         coupling=coupling,
         segments=segments,

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.distributions import Distribution, Empirical, make_base
+from pushforward.distributions import Distribution
 from pushforward.inference import NoOptions
 from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.losses import LOSSES, row_regression_loss
-from pushforward.matching.options import velocity_network
+from pushforward.matching.options import DEFAULT_NETWORK, NetworkOptions
 from pushforward.model import Model
-from pushforward.options import choice, positive_int, sizes
+from pushforward.option_groups import grouped_options
+from pushforward.options import choice, sizes
 from pushforward.registry import register
 
 
@@ -146,16 +145,11 @@ class DistilledFlow(Model):
 
 
 @register("distilled")
+@grouped_options(network=NetworkOptions)
 def distilled(
     features: int,
     context: int = 0,
-    hidden: Sequence[int] = (256, 256, 256, 256),
-    shape: Sequence[int] | None = None,
-    base: str = "normal",
-    residual: bool = True,
-    time_embedding: int = 32,
-    time_scale: float = 10.0,
-    activation: str = "silu",
+    network: NetworkOptions = DEFAULT_NETWORK,
     presence_flag: bool = False,
     loss: str = "mse",
     source_rows: int = 0,
@@ -169,13 +163,6 @@ def distilled(
     Args:
         features: number of values per event (``prod(shape)``).
         context: context size (0 for unconditional).
-        hidden: widths of the network's hidden layers.
-        shape: event shape (default ``[features]``).
-        base: source distribution name (the teacher's).
-        residual: residual blocks in the network.
-        time_embedding: width of the sinusoidal time embedding.
-        time_scale: scale of the time embedding (as the teacher's).
-        activation: nonlinearity of the network.
         presence_flag: the network takes a context-presence column (teachers trained
             with ``context_dropout``).
         loss: ``mse`` or ``pseudo-huber``.
@@ -183,36 +170,11 @@ def distilled(
             source data set); the teacher's rows fill it.
     """
     features, context = sizes(features, context)
-    event_shape = (features,) if shape is None else tuple(positive_int("shape", d) for d in shape)
-    if math.prod(event_shape) != features:
-        raise ValueError(
-            f"option 'shape' {list(event_shape)} holds {math.prod(event_shape)} values, "
-            f"but features is {features}"
-        )
-    network = velocity_network(
-        features,
-        context + (1 if presence_flag and context else 0),
-        hidden,
-        time_embedding,
-        time_scale,
-        activation,
-        residual,
-    )
+    event_shape = network.event_shape(features)
     return DistilledFlow(
-        network,
-        _source(base, event_shape, positive_int("source_rows", source_rows, minimum=0)),
+        network.build_network(features, context + (1 if presence_flag and context else 0)),
+        network.source(event_shape, source_rows),
         context,
         loss=loss,
         presence_flag=bool(presence_flag),
     )
-
-
-def _source(base: str, event_shape: tuple[int, ...], rows: int) -> Distribution:
-    """The base: a named density, or an empirical source of ``rows`` rows to be filled."""
-    if base == "empirical":
-        if rows < 1:
-            raise ValueError("base 'empirical' needs source_rows, the number of stored rows")
-        return Empirical.zeros(rows, event_shape)
-    if rows:
-        raise ValueError(f"option 'source_rows' applies to base 'empirical', not {base!r}")
-    return make_base(base, event_shape)

@@ -12,12 +12,13 @@ location :math:`m` in their time is one of location :math:`-m` in ours.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.distributions import Distribution, make_base
+from pushforward.distributions import Distribution
 from pushforward.fewstep.average_velocity import (
     adaptive_weighted_loss,
     meanflow_target,
@@ -31,17 +32,20 @@ from pushforward.matching.coupled import (
     zero_interval_velocity_and_divergence,
 )
 from pushforward.matching.couplings import BatchCoupling, PairedBatch
-from pushforward.matching.options import divergence_option, event_shape_option
-from pushforward.nn.two_time import TwoTimeVelocityMLP
+from pushforward.matching.options import (
+    DEFAULT_TWO_TIME_NETWORK,
+    LikelihoodOptions,
+    TwoTimeNetworkOptions,
+)
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution
 from pushforward.ode.likelihood import DIVERGENCES
 from pushforward.ode.options import ODELogProbOptions, StepSampleOptions
 from pushforward.ode.solvers import State
+from pushforward.option_groups import grouped_options, option
 from pushforward.options import (
     choice,
     finite,
     fraction,
-    hidden_widths,
     non_negative,
     positive_float,
     positive_int,
@@ -316,6 +320,31 @@ class _BoundAverageVelocity:
         return self.model.average_velocity(z, s, t, self.context)
 
 
+@dataclass(frozen=True)
+class MeanFlowLikelihoodOptions(LikelihoodOptions):
+    """:class:`~pushforward.matching.options.LikelihoodOptions` with the steps of a
+    fixed-step solver: MeanFlow samples by jumps, so it has no sampling ODE whose
+    steps ``log_prob`` could take."""
+
+    likelihood_steps: int = option(20, "steps of a fixed-step ``likelihood_solver``.")
+
+    @classmethod
+    def option_order(cls) -> tuple[str, ...]:
+        """The likelihood options with ``likelihood_steps`` after ``likelihood_solver``."""
+        names = [name for name in super().option_order() if name != "likelihood_steps"]
+        names.insert(names.index("likelihood_solver") + 1, "likelihood_steps")
+        return tuple(names)
+
+    def model_options(self, features: int) -> dict[str, Any]:
+        """The options checked, as keyword arguments of :class:`MeanFlow`."""
+        steps = positive_int("likelihood_steps", self.likelihood_steps)
+        return super().model_options(features) | {"likelihood_steps": steps}
+
+
+DEFAULT_MEANFLOW_LIKELIHOOD = MeanFlowLikelihoodOptions()
+"""The likelihood options of ``meanflow`` called with none given."""
+
+
 MEANFLOW_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 5e-3}
 """The peak learning rate ``pushforward train`` uses for ``meanflow``: on moons with the
 default network and independent pairs, 1e-3 left the one-step energy distance 30%
@@ -323,29 +352,19 @@ higher at 1000 steps, and 2e-3 40% higher at 2000 steps, than 5e-3 (``fm``'s rat
 
 
 @register("meanflow", train=MEANFLOW_TRAIN_DEFAULTS)
+@grouped_options(network=TwoTimeNetworkOptions, likelihood=MeanFlowLikelihoodOptions)
 def meanflow(
     features: int,
     context: int = 0,
-    hidden: Sequence[int] = (256, 256, 256, 256),
-    shape: Sequence[int] | None = None,
-    base: str = "normal",
     coupling: str = "ot",
-    residual: bool = True,
-    time_embedding: int = 32,
-    time_scale: float = 10.0,
-    activation: str = "silu",
+    network: TwoTimeNetworkOptions = DEFAULT_TWO_TIME_NETWORK,
     time_mean: float = 0.4,
     time_std: float = 2.0,
     equal_time_fraction: float = 0.5,
     adaptive_p: float = 0.0,
     adaptive_c: float = 1e-3,
     steps: int = 1,
-    likelihood_solver: str = "dopri5",
-    likelihood_steps: int = 20,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    divergence: str | None = None,
-    probes: int = 1,
+    likelihood: MeanFlowLikelihoodOptions = DEFAULT_MEANFLOW_LIKELIHOOD,
 ) -> MeanFlow:
     """MeanFlow with a two-time MLP of the average velocity (Geng et al. 2025).
 
@@ -373,14 +392,7 @@ def meanflow(
     Args:
         features: number of values per event (``prod(shape)``).
         context: context size (0 for unconditional).
-        hidden: widths of the network's hidden layers.
-        shape: event shape, e.g. ``[1, 8, 8]`` (default ``[features]``).
-        base: source distribution name.
         coupling: ``independent``, ``ot`` (exact minibatch OT) or ``sinkhorn``.
-        residual: residual blocks in the network.
-        time_embedding: width of each sinusoidal time embedding (at least 2).
-        time_scale: times are multiplied by this before the sinusoids.
-        activation: nonlinearity of the network.
         time_mean, time_std: the logit-normal of the training times, in this library's
             time (noise at 0): the paper's lognorm(-0.4, 1.0) with noise at 1 is
             ``time_mean=0.4``.
@@ -389,24 +401,11 @@ def meanflow(
         adaptive_p, adaptive_c: the adaptive loss weight ``1 / (|delta|^2 + c)^p``
             (``adaptive_p=0`` is the plain squared error).
         steps: default number of sampling steps (1: one-step generation).
-        likelihood_solver, likelihood_steps, atol, rtol: defaults of ``log_prob``.
-        divergence: ``exact`` or ``hutchinson`` (default: exact up to 64 features).
-        probes: Hutchinson probes per point.
     """
     features, context = sizes(features, context)
-    event_shape = event_shape_option(features, shape)
-    network = TwoTimeVelocityMLP(
-        features,
-        context=context,
-        hidden=hidden_widths(hidden),
-        time_embedding=positive_int("time_embedding", time_embedding, minimum=2),
-        activation=activation,
-        residual=bool(residual),
-        time_scale=positive_float("time_scale", time_scale),
-    )
     return MeanFlow(
-        network,
-        make_base(base, event_shape),
+        network.build_network(features, context),
+        network.source(network.event_shape(features)),
         context,
         coupling=coupling,
         time_mean=time_mean,
@@ -415,10 +414,5 @@ def meanflow(
         adaptive_p=adaptive_p,
         adaptive_c=adaptive_c,
         steps=steps,
-        likelihood_solver=likelihood_solver,
-        likelihood_steps=likelihood_steps,
-        atol=atol,
-        rtol=rtol,
-        divergence=divergence_option(divergence, features),
-        probes=probes,
+        **likelihood.model_options(features),
     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pushforward.distributions import Distribution, make_base
+from pushforward.distributions import Distribution
 from pushforward.fewstep.self_consistency import (
     ShortcutSteps,
     continuous_steps,
@@ -27,11 +26,16 @@ from pushforward.matching.coupled import (
     zero_interval_velocity_and_divergence,
 )
 from pushforward.matching.couplings import BatchCoupling, PairedBatch
-from pushforward.matching.options import divergence_option, event_shape_option
-from pushforward.nn.two_time import TwoTimeVelocityMLP
+from pushforward.matching.options import (
+    DEFAULT_LIKELIHOOD,
+    DEFAULT_TWO_TIME_NETWORK,
+    LikelihoodOptions,
+    TwoTimeNetworkOptions,
+)
 from pushforward.ode import FIXED_STEP_METHODS, solve_ode
 from pushforward.ode.options import ODELogProbOptions, StepSampleOptions
-from pushforward.options import choice, hidden_widths, positive_int, sizes, unit_interval
+from pushforward.option_groups import grouped_options
+from pushforward.options import choice, positive_int, sizes, unit_interval
 from pushforward.registry import register
 
 STEP_SIZES: tuple[str, ...] = ("dyadic", "continuous")
@@ -346,27 +350,18 @@ SHORTCUT_TRAIN_DEFAULTS = {"lr": 5e-3}
 
 
 @register("shortcut", train=SHORTCUT_TRAIN_DEFAULTS)
+@grouped_options(network=TwoTimeNetworkOptions, likelihood=LikelihoodOptions)
 def shortcut(
     features: int,
     context: int = 0,
-    hidden: Sequence[int] = (256, 256, 256, 256),
-    shape: Sequence[int] | None = None,
-    base: str = "normal",
     coupling: str = "ot",
-    residual: bool = True,
-    time_embedding: int = 32,
-    time_scale: float = 10.0,
-    activation: str = "silu",
+    network: TwoTimeNetworkOptions = DEFAULT_TWO_TIME_NETWORK,
     step_sizes: str = "dyadic",
     max_steps: int = 128,
     consistency_fraction: float = 0.25,
     target_ema: float = 0.0,
     steps: int = 1,
-    likelihood_solver: str = "dopri5",
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    divergence: str | None = None,
-    probes: int = 1,
+    likelihood: LikelihoodOptions = DEFAULT_LIKELIHOOD,
 ) -> ShortcutModel:
     """A shortcut model with a two-time MLP network (Frans et al. 2025).
 
@@ -381,37 +376,17 @@ def shortcut(
     Args:
         features: number of values per event (``prod(shape)``).
         context: context size (0 for unconditional).
-        hidden: widths of the network's hidden layers.
-        shape: event shape (default ``[features]``).
-        base: source distribution name.
         coupling: ``independent``, ``ot`` (exact minibatch OT) or ``sinkhorn``.
-        residual: residual blocks in the network.
-        time_embedding: width of each of the two sinusoidal embeddings (time, step).
-        time_scale: the embeddings' frequency scale.
-        activation: nonlinearity of the network.
         step_sizes: ``dyadic`` (the paper's powers of two) or ``continuous``.
         max_steps: the finest dyadic step is ``1/max_steps`` (a power of two).
         consistency_fraction: the fraction of each batch with self-consistency targets.
         target_ema: moving-average rate of the target network (0: stop-gradient copy).
         steps: default number of sampling steps.
-        likelihood_solver, atol, rtol: ODE solver and tolerances of ``log_prob``.
-        divergence: ``exact`` or ``hutchinson`` (default: exact up to 64 features).
-        probes: Hutchinson probes per point.
     """
     features, context = sizes(features, context)
-    event_shape = event_shape_option(features, shape)
-    network = TwoTimeVelocityMLP(
-        features,
-        context,
-        hidden=hidden_widths(hidden),
-        time_embedding=positive_int("time_embedding", time_embedding, minimum=2),
-        activation=activation,
-        residual=bool(residual),
-        time_scale=float(time_scale),
-    )
     return ShortcutModel(
-        network,
-        make_base(base, event_shape),
+        network.build_network(features, context),
+        network.source(network.event_shape(features)),
         context,
         coupling=coupling,
         step_sizes=step_sizes,
@@ -419,9 +394,5 @@ def shortcut(
         consistency_fraction=consistency_fraction,
         target_ema=target_ema,
         steps=steps,
-        likelihood_solver=likelihood_solver,
-        atol=atol,
-        rtol=rtol,
-        divergence=divergence_option(divergence, features),
-        probes=probes,
+        **likelihood.model_options(features),
     )

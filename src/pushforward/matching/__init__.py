@@ -16,6 +16,7 @@ from pushforward.matching.couplings import (
     minibatch_ot_coupling,
     sinkhorn_coupling,
 )
+from pushforward.matching.flow_matching import flow_matching
 from pushforward.matching.losses import (
     LOSS_WEIGHTINGS,
     LossWeighting,
@@ -23,7 +24,7 @@ from pushforward.matching.losses import (
     UniformTimeWeighting,
     make_loss_weighting,
 )
-from pushforward.matching.model import FlowMatching, flow_matching
+from pushforward.matching.model import FlowMatching
 from pushforward.matching.optimal_transport import ot_assignment, sinkhorn_plan
 from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, regression_target
 from pushforward.matching.path import AffinePath, PathSample

@@ -20,26 +20,14 @@ from pushforward.matching.losses import (
     make_loss_weighting,
     row_regression_loss,
 )
-from pushforward.matching.options import (
-    divergence_option,
-    event_shape_option,
-    source_option,
-    velocity_network,
-)
 from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, regression_target
 from pushforward.matching.path import AffinePath
-from pushforward.matching.schedulers import (
-    SCHEDULERS,
-    CondOTScheduler,
-    Scheduler,
-    make_scheduler,
-)
+from pushforward.matching.schedulers import CondOTScheduler, Scheduler
 from pushforward.matching.time_sampling import TIME_SAMPLERS, TimeSampler, make_time_sampler
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
-from pushforward.options import choice, positive_int, sizes
-from pushforward.registry import register
+from pushforward.options import choice, positive_int
 
 # Where a data or noise prediction is turned into a velocity, the conversion
 # divides by sigma_t (or alpha_t), which vanishes at an end of [0, 1]; the
@@ -421,116 +409,3 @@ class FlowMatching(CoupledVelocityModel):
 
     def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
         return (steps or self.steps) if method in FIXED_STEP_METHODS else None
-
-
-FM_TRAIN_DEFAULTS = {"lr": 5e-3}
-"""The peak learning rate ``pushforward train`` uses for ``fm``: with the residual
-4x256 network, 1e-3 left the KL 2-20x higher at 2000 steps and 1e-2 diverged in one
-of twelve runs (``bench/fm_quality.py``)."""
-
-
-@register("fm", train=FM_TRAIN_DEFAULTS)
-def flow_matching(
-    features: int,
-    context: int = 0,
-    hidden: Sequence[int] = (256, 256, 256, 256),
-    shape: Sequence[int] | None = None,
-    base: str = "normal",
-    path: str = "cond-ot",
-    sigma_min: float = 0.0,
-    coupling: str = "ot",
-    parameterization: str = "velocity",
-    time_sampling: str = "uniform",
-    loss: str = "mse",
-    loss_weighting: str = "none",
-    residual: bool = True,
-    time_embedding: int = 32,
-    time_scale: float = 10.0,
-    activation: str = "silu",
-    context_dropout: float = 0.0,
-    solver: str = "rk4",
-    steps: int = 20,
-    likelihood_solver: str = "dopri5",
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    divergence: str | None = None,
-    probes: int = 1,
-    source_rows: int = 0,
-) -> FlowMatching:
-    """Flow matching with an MLP velocity network (Lipman et al. 2023).
-
-    The defaults (a residual 4x256 network, exact minibatch OT coupling, and a
-    peak learning rate of 5e-3 for ``pushforward train``) are those that matched
-    or beat NSF's KL on the built-in toys at the same 2000-step budget in
-    ``bench/fm_quality.py``; the plain 3x256 MLP with independent coupling and
-    lr 1e-3 (torchcfm's examples) ended 10-60x worse. Minibatch OT costs an
-    assignment per batch (about 25 ms for 512 points on one CPU core), prepared
-    one step ahead in a thread; ``coupling="independent"`` trains about 4x
-    faster on a CPU and fits less well on checkerboard-like data.
-
-    Args:
-        features: number of values per event (``prod(shape)``).
-        context: context size (0 for unconditional).
-        hidden: widths of the velocity network's hidden layers.
-        shape: event shape, e.g. ``[1, 8, 8]`` for images (default ``[features]``).
-        base: source distribution name, or ``empirical`` for the rows of a source
-            data set (transport between two data sets; no ``log_prob``).
-        path: scheduler of the affine path: ``cond-ot`` (linear), ``cosine``, ``vp``,
-            ``polynomial``.
-        sigma_min: the linear path's noise at ``t = 1`` (``cond-ot`` only).
-        coupling: ``ot`` (exact minibatch OT, Tong et al. 2024), ``independent``,
-            ``sinkhorn``.
-        parameterization: ``velocity``, ``data`` or ``noise``.
-        time_sampling: ``uniform``, ``logit-normal`` or ``u-shaped``.
-        loss: ``mse`` or ``pseudo-huber``.
-        loss_weighting: ``none`` or ``uniform-time``.
-        residual: residual blocks in the velocity network.
-        time_embedding: width of the sinusoidal time embedding (0: time is one raw input).
-        time_scale: times are multiplied by this before the sinusoids; it sets the highest
-            frequency in time, and so how fast the field may vary along a solve. The
-            diffusion convention (1000) made a 2-D field need about 10x more adaptive
-            steps (518 against 50 function evaluations on moons) for no better fit.
-        activation: nonlinearity of the network.
-        context_dropout: probability of dropping the context in training
-            (classifier-free guidance; 0 disables it).
-        solver, steps: default sampling solver and steps.
-        likelihood_solver, atol, rtol: default solver and tolerances of ``log_prob``.
-        divergence: ``exact`` or ``hutchinson`` (default: exact up to 64 features).
-        probes: Hutchinson probes per point.
-        source_rows: number of stored source rows of the ``empirical`` base (0
-            otherwise); the model is built with zero rows, filled by loading saved
-            weights or by ``model.base.assign_rows(rows)``.
-    """
-    features, context = sizes(features, context)
-    event_shape = event_shape_option(features, shape)
-    scheduler_options: dict[str, Any] = {}
-    choice("path", path, tuple(SCHEDULERS))
-    if sigma_min:
-        if path not in ("cond-ot", "linear"):
-            raise ValueError(f"option 'sigma_min' applies to the 'cond-ot' path, not {path!r}")
-        scheduler_options["sigma_min"] = float(sigma_min)
-    scheduler = make_scheduler(path, **scheduler_options)
-    # A network trained for guidance takes a context-presence flag after the context.
-    flagged = context + (1 if float(context_dropout) > 0 and context else 0)
-    network = velocity_network(
-        features, flagged, hidden, time_embedding, time_scale, activation, residual
-    )
-    return FlowMatching(
-        network,
-        source_option(base, event_shape, source_rows),
-        scheduler,
-        context,
-        coupling=coupling,
-        parameterization=parameterization,
-        time_sampling=time_sampling,
-        loss=loss,
-        loss_weighting=loss_weighting,
-        context_dropout=context_dropout,
-        solver=solver,
-        steps=steps,
-        likelihood_solver=likelihood_solver,
-        atol=atol,
-        rtol=rtol,
-        divergence=divergence_option(divergence, features),
-        probes=probes,
-    )
