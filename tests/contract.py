@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from pushforward.distributions.base import Distribution
 from pushforward.distributions.normal import StandardNormal
 from pushforward.distributions.uniform import BoxUniform
-from pushforward.matching.couplings import PairedBatch
+from pushforward.paired import PairedBatch
 from pushforward.transforms.autoregressive import MaskedAutoregressive
 from pushforward.transforms.base import Compose, Inverse, Transform
 from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask

@@ -46,6 +46,8 @@ class Model(nn.Module):
     # False for models made from another model (a distilled one-step generator): the
     # CLI refuses to train them from data before it writes anything.
     trains_from_data: ClassVar[bool] = True
+    # True for models whose ``_loss`` takes fixed (source, data) pairs as ``prepared``.
+    learns_from_pairs: ClassVar[bool] = False
 
     # What ``sample`` / ``rsample`` and ``log_prob`` accept, validated here.
     sample_options: ClassVar[type[InferenceOptions]] = NoOptions

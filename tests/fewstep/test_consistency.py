@@ -20,8 +20,8 @@ from pushforward.distributions import make_base
 from pushforward.fewstep import ConsistencyFlowMatching
 from pushforward.fewstep.consistency import TIME_FLOOR, consistency_function, segment_ends
 from pushforward.fewstep.target import TargetNetwork
-from pushforward.matching.couplings import PairedBatch
 from pushforward.metrics import energy_distance
+from pushforward.paired import PairedBatch
 from pushforward.registry import build
 from pushforward.serialization import save
 from pushforward.train import fit

@@ -11,8 +11,8 @@ import torch
 
 import pushforward
 from pushforward.fewstep.distilled import DistilledFlow
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import FlowMatching
+from pushforward.paired import PairedBatch
 from pushforward.recipes.distill import student_for
 from pushforward.transforms import Preprocessing, Standardize
 from tests.contract import randomize_

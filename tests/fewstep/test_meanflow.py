@@ -22,8 +22,8 @@ from pushforward.fewstep.average_velocity import (
     sample_interval_times,
 )
 from pushforward.fewstep.meanflow import MeanFlow
-from pushforward.matching.couplings import PairedBatch
 from pushforward.metrics import energy_distance
+from pushforward.paired import PairedBatch
 from tests.contract import randomize_
 
 F64 = torch.float64

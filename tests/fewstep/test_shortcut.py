@@ -23,9 +23,9 @@ from pushforward.fewstep.self_consistency import (
     self_consistency_target,
 )
 from pushforward.matching import FlowMatching
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.schedulers import CondOTScheduler
 from pushforward.metrics import energy_distance
+from pushforward.paired import PairedBatch
 from pushforward.registry import build
 from pushforward.train import fit
 

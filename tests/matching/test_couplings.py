@@ -13,7 +13,6 @@ from pushforward.matching.couplings import (
     COUPLINGS,
     IndependentCoupling,
     OTCoupling,
-    PairedBatch,
     SinkhornCoupling,
     independent_coupling,
     make_coupling,
@@ -21,6 +20,7 @@ from pushforward.matching.couplings import (
     sinkhorn_coupling,
 )
 from pushforward.matching.optimal_transport import ot_assignment, sinkhorn_plan
+from pushforward.paired import PairedBatch
 
 
 def _cost(x0: torch.Tensor, x1: torch.Tensor) -> float:

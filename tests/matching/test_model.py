@@ -256,7 +256,7 @@ def test_linear_path_shortcut_equals_the_general_path(sigma_min: float) -> None:
     randomize_(model, 0.3, torch.Generator().manual_seed(7))
     x0 = torch.randn(16, 2, dtype=torch.float64)
     x1 = torch.randn(16, 2, dtype=torch.float64)
-    from pushforward.matching.couplings import PairedBatch
+    from pushforward.paired import PairedBatch
 
     torch.manual_seed(3)
     fast = model.regression_loss(PairedBatch(x0, x1, None))

@@ -9,13 +9,11 @@ from torch import Tensor, nn
 import pushforward
 from pushforward.data import fit_standardization, sample_toy
 from pushforward.distributions import make_base
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import FlowMatching
 from pushforward.matching.schedulers import CondOTScheduler
-from pushforward.matching.time_sampling import sample_times
 from pushforward.metrics import energy_distance, straightness
 from pushforward.recipes.distill import distill
-from pushforward.recipes.pairs import PairRegression, pack_pairs, reflow_pairs, unpack_pairs
+from pushforward.recipes.pairs import reflow_pairs
 from pushforward.recipes.reflow import rectified_model, reflow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,44 +80,6 @@ def test_pair_options_are_checked() -> None:
         reflow_pairs(pushforward.build("maf", features=2), 10)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unconditional"):
         reflow_pairs(model, 10, torch.zeros(10, 3, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("shape", [(3,), (1, 2, 2)])
-def test_pack_and_unpack_are_inverse(shape: tuple[int, ...]) -> None:
-    generator = torch.Generator().manual_seed(0)
-    x0 = torch.randn(5, *shape, generator=generator)
-    x1 = torch.randn(5, *shape, generator=generator)
-    packed = pack_pairs(PairedBatch(x0, x1, None))
-    size = x0[0].numel()
-    assert packed.shape == (5, 2 * size)
-    torch.testing.assert_close(packed[:, :size], x0.reshape(5, -1), rtol=0, atol=0)
-    back = unpack_pairs(packed, shape)
-    torch.testing.assert_close(back.x0, x0, rtol=0, atol=0)
-    torch.testing.assert_close(back.x1, x1, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="packed pairs"):
-        unpack_pairs(packed[:, 1:], shape)
-
-
-def test_pair_regression_keeps_the_pairs_as_given() -> None:
-    # An ot-coupled model would re-pair a batch; on fixed pairs the loss must be the
-    # rectified-flow regression on exactly the given rows, computed here by hand.
-    model = pushforward.build("fm", features=2, hidden=[16, 16], time_embedding=8, coupling="ot")
-    assert isinstance(model, FlowMatching)
-    model = model.double()
-    generator = torch.Generator().manual_seed(1)
-    x0 = torch.randn(64, 2, generator=generator, dtype=torch.float64)
-    x1 = 3.0 + torch.randn(64, 2, generator=generator, dtype=torch.float64)
-    wrapper = PairRegression(model)
-    assert wrapper.event_shape == (4,) and not wrapper.has_log_prob
-    torch.manual_seed(7)
-    loss = wrapper.loss(pack_pairs(PairedBatch(x0, x1, None)))
-    torch.manual_seed(7)
-    t = sample_times(64, "uniform", dtype=torch.float64, device="cpu")
-    x_t = t[:, None] * x1 + (1 - t[:, None]) * x0
-    by_hand = (model.network(x_t, t, None) - (x1 - x0)).square().mean()
-    torch.testing.assert_close(loss, by_hand, rtol=1e-12, atol=1e-12)
-    # The parameters are the model's, so the engine trains the model itself.
-    assert {id(p) for p in wrapper.parameters()} == {id(p) for p in model.parameters()}
 
 
 def test_rectified_model_starts_from_the_parent() -> None:

@@ -15,11 +15,12 @@ from pushforward.matching.coupled import (
     broadcast_rows,
     row_mse,
 )
-from pushforward.matching.couplings import BatchCoupling, PairedBatch
+from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.options import DEFAULT_NETWORK, NetworkOptions
 from pushforward.ode.options import StepSampleOptions
 from pushforward.option_groups import grouped_options
 from pushforward.options import positive_int, sizes, unit_interval
+from pushforward.paired import PairedBatch
 from pushforward.registry import register
 
 # Training times start this far above 0, as in the paper's code (its ``eps``);

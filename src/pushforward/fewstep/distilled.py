@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
 from pushforward.inference import NoOptions
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.losses import LOSSES, row_regression_loss
 from pushforward.matching.options import DEFAULT_NETWORK, NetworkOptions
 from pushforward.model import Model
 from pushforward.option_groups import grouped_options
 from pushforward.options import choice, sizes
+from pushforward.paired import PairedBatch
 from pushforward.registry import register
 
 
@@ -59,6 +59,7 @@ class DistilledFlow(Model):
     has_log_prob = False
     # Trained from a teacher's pairs by ``distill``, not from data by ``pushforward train``.
     trains_from_data = False
+    learns_from_pairs = True
     has_rsample = True
 
     def __init__(
@@ -125,15 +126,20 @@ class DistilledFlow(Model):
         return row_regression_loss(error, self.loss_kind).mean()
 
     def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:
-        """Refused: the one-step map learns from (source, end point) pairs, not from data.
+        """The one-step regression on the batch's fixed pairs ``prepared``.
 
-        :class:`~pushforward.recipes.pairs.PairRegression` feeds pairs to the
-        training engine (its loss is :meth:`regression_loss`), and
-        :func:`~pushforward.recipes.distill.distill` does it all.
+        The map learns from (source, end point) pairs, not from data alone: the
+        training engine hands them over when it is given aligned source rows
+        (``fit(model, ends, context, source=starts)``), and
+        :func:`~pushforward.recipes.distill.distill` does it all. Without pairs the
+        call is refused.
         """
+        if isinstance(prepared, PairedBatch):
+            return self.regression_loss(prepared)
         raise ValueError(
             "a distilled model learns from (source, end point) pairs of a teacher flow, "
-            "not from data alone; use regression_loss(pairs), or train it with "
+            "not from data alone; pass the sources aligned with the ends "
+            "(fit(model, ends, context, source=starts)), or train it with "
             "pushforward.recipes.distill.distill (CLI: pushforward distill)"
         )
 

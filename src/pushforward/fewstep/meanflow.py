@@ -31,7 +31,7 @@ from pushforward.matching.coupled import (
     final_state,
     zero_interval_velocity_and_divergence,
 )
-from pushforward.matching.couplings import BatchCoupling, PairedBatch
+from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.options import (
     DEFAULT_TWO_TIME_NETWORK,
     LikelihoodOptions,
@@ -51,6 +51,7 @@ from pushforward.options import (
     positive_int,
     sizes,
 )
+from pushforward.paired import PairedBatch
 from pushforward.registry import register
 
 LIKELIHOOD_SOLVERS: tuple[str, ...] = SOLVERS

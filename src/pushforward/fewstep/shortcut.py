@@ -25,7 +25,7 @@ from pushforward.matching.coupled import (
     row_mse,
     zero_interval_velocity_and_divergence,
 )
-from pushforward.matching.couplings import BatchCoupling, PairedBatch
+from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.options import (
     DEFAULT_LIKELIHOOD,
     DEFAULT_TWO_TIME_NETWORK,
@@ -36,6 +36,7 @@ from pushforward.ode import FIXED_STEP_METHODS, solve_ode
 from pushforward.ode.options import ODELogProbOptions, StepSampleOptions
 from pushforward.option_groups import grouped_options
 from pushforward.options import choice, positive_int, sizes, unit_interval
+from pushforward.paired import PairedBatch
 from pushforward.registry import register
 
 STEP_SIZES: tuple[str, ...] = ("dyadic", "continuous")

@@ -9,7 +9,6 @@ from pushforward.matching.couplings import (
     BatchCoupling,
     IndependentCoupling,
     OTCoupling,
-    PairedBatch,
     SinkhornCoupling,
     independent_coupling,
     make_coupling,
@@ -48,6 +47,7 @@ from pushforward.matching.time_sampling import (
     sample_times,
     time_density,
 )
+from pushforward.paired import PairedBatch
 
 __all__ = [
     "COUPLINGS",

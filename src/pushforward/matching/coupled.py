@@ -15,12 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
-from pushforward.matching.couplings import COUPLINGS, BatchCoupling, PairedBatch, make_coupling
+from pushforward.matching.couplings import COUPLINGS, BatchCoupling, make_coupling
 from pushforward.model import Model
 from pushforward.ode import ODESolution
 from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
 from pushforward.ode.options import SOLVERS, ODELogProbOptions
 from pushforward.options import choice, positive_int
+from pushforward.paired import PairedBatch
 
 # -- coupled pairs ------------------------------------------------------------------
 
@@ -99,6 +100,8 @@ class CoupledModel(Model):
         context_features: size of the context (0 for unconditional).
         coupling: ``independent``, ``ot`` or ``sinkhorn``, or a coupling object.
     """
+
+    learns_from_pairs = True
 
     def __init__(
         self,

@@ -17,7 +17,6 @@ single row, so the coupling reduces to the independent one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -30,21 +29,7 @@ from pushforward.matching.optimal_transport import (
     ot_assignment,
     sinkhorn_partners,
 )
-
-
-@dataclass
-class PairedBatch:
-    """Source and data points paired row by row.
-
-    Attributes:
-        x0: ``(batch, *event)`` source points; ``x0[i]`` is paired with ``x1[i]``.
-        x1: ``(batch, *event)`` data points, in the order they were given.
-        context: ``(batch, ...)`` context rows aligned with ``x1``, or ``None``.
-    """
-
-    x0: Tensor
-    x1: Tensor
-    context: Tensor | None
+from pushforward.paired import PairedBatch
 
 
 def _groups(context: Tensor | None, n: int) -> list[Tensor] | None:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from pushforward.distributions import Distribution
 from pushforward.inference import resolve_options
 from pushforward.matching.coupled import CoupledVelocityModel, final_state
-from pushforward.matching.couplings import BatchCoupling, PairedBatch
+from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.losses import (
     LOSS_WEIGHTINGS,
     LOSSES,
@@ -28,6 +28,7 @@ from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
 from pushforward.options import choice, positive_int
+from pushforward.paired import PairedBatch
 
 # Where a data or noise prediction is turned into a velocity, the conversion
 # divides by sigma_t (or alpha_t), which vanishes at an end of [0, 1]; the

@@ -9,29 +9,20 @@ above ``train/``; the models they produce are plain registered models.
 from __future__ import annotations
 
 from pushforward.recipes.distill import DistillationResult, distill, student_for
-from pushforward.recipes.pairs import (
-    PairRegression,
-    fit_pairs,
-    pack_pairs,
-    reflow_pairs,
-    unpack_pairs,
-)
+from pushforward.recipes.pairs import fit_pairs, reflow_pairs
 from pushforward.recipes.reflow import ReflowResult, rectified_model, reflow
 from pushforward.recipes.run import distill_run, pair_run, reflow_run
 
 __all__ = [
     "DistillationResult",
-    "PairRegression",
     "ReflowResult",
     "distill",
     "distill_run",
     "fit_pairs",
-    "pack_pairs",
     "pair_run",
     "rectified_model",
     "reflow",
     "reflow_pairs",
     "reflow_run",
     "student_for",
-    "unpack_pairs",
 ]

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 from pushforward.fewstep.distilled import DistilledFlow
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import FlowMatching
 from pushforward.options import choice
+from pushforward.paired import PairedBatch
 from pushforward.recipes.pairs import INITIALIZATIONS, fit_pairs, reflow_pairs
 from pushforward.registry import build
 from pushforward.train.history import History

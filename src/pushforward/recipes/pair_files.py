@@ -13,8 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from pushforward.matching.couplings import PairedBatch
 from pushforward.model import Model
+from pushforward.paired import PairedBatch
 from pushforward.train.run_directory import CONFIG_FILE, read_config
 
 PAIRS_FILE = "pairs.safetensors"

@@ -7,24 +7,23 @@ pairs :math:`(x_0, x_1 = \Phi_1(x_0))`: a *fixed* coupling, which reflow
 (:mod:`pushforward.recipes.distill`) train a new model on.
 
 The training goes through :func:`pushforward.train.fit` (EMA, checkpoints,
-validation) by way of :class:`PairRegression`, a thin training view whose
-"data" are the pairs packed side by side; the model it trains stays a plain
-model that saves, loads, samples and scores like any other.
+validation), which batches the pairs as aligned rows (``source=``) and hands
+each batch's pairs to the model's loss as they are: the model trains as itself
+and saves, loads, samples and scores like any other.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import SOLVERS, FlowMatching
 from pushforward.model import Model
 from pushforward.ode import FIXED_STEP_METHODS
 from pushforward.options import choice, positive_int
+from pushforward.paired import PairedBatch
 from pushforward.train import fit
 from pushforward.train.history import History
 
@@ -123,115 +122,46 @@ def reflow_pairs(
     return PairedBatch(source, target, None if context is None else context.contiguous())
 
 
-def pack_pairs(pairs: PairedBatch) -> Tensor:
-    """The pairs side by side as one data tensor, the form the training engine batches.
-
-    Args:
-        pairs: ``x0`` and ``x1`` of shape ``(n, *event)``.
-
-    Returns:
-        ``(n, 2 * prod(event))``: the flattened ``x0`` then the flattened ``x1`` of each row.
-    """
-    if pairs.x0.shape != pairs.x1.shape:
-        raise ValueError(
-            f"the pairs' source has shape {tuple(pairs.x0.shape)} and their target "
-            f"{tuple(pairs.x1.shape)}; they must match"
-        )
-    n = pairs.x0.shape[0]
-    return torch.cat([pairs.x0.reshape(n, -1), pairs.x1.reshape(n, -1)], dim=1)
-
-
-def unpack_pairs(
-    packed: Tensor, event_shape: tuple[int, ...], context: Tensor | None = None
-) -> PairedBatch:
-    """The inverse of :func:`pack_pairs`.
-
-    Args:
-        packed: ``(n, 2 * prod(event_shape))``.
-        event_shape: the shape of one event.
-        context: ``(n, context)`` or ``None``, kept with the pairs.
-
-    Returns:
-        The :class:`~pushforward.matching.couplings.PairedBatch` with ``x0``, ``x1``
-        ``(n, *event_shape)``.
-    """
-    size = math.prod(event_shape)
-    if packed.ndim != 2 or packed.shape[1] != 2 * size:
-        raise ValueError(f"packed pairs have shape {tuple(packed.shape)}, expected (n, {2 * size})")
-    n = packed.shape[0]
-    return PairedBatch(
-        packed[:, :size].reshape(n, *event_shape),
-        packed[:, size:].reshape(n, *event_shape),
-        context,
-    )
-
-
-class PairRegression(Model):
-    r"""The training view of a model learnt by regression on a fixed coupling.
-
-    Its data are pairs packed side by side (:func:`pack_pairs`), so that the
-    training engine batches, shuffles, validates and checkpoints them like any
-    data; its loss unpacks a batch and calls the wrapped model's
-    ``regression_loss`` on it, with the pairs as given (no re-pairing). For a
-    flow-matching model that is the rectified-flow objective
-
-    .. math:: \mathcal L = \mathbb E_{t,\,(x_0, x_1)}\,
-              \lVert v_\theta(t x_1 + (1 - t) x_0, t, c) - (x_1 - x_0) \rVert^2
-
-    (or its pseudo-Huber form, with the model's time sampler); for a one-step
-    model (:class:`~pushforward.fewstep.distilled.DistilledFlow`) the one-step
-    regression. The wrapped model's parameters are this module's parameters, so
-    the engine's EMA and final weights land in it.
-
-    References: Liu et al. (2023), Flow Straight and Fast: Learning to Generate and
-    Transfer Data with Rectified Flow.
-
-    Args:
-        model: a model with ``regression_loss(pairs)``, ``event_shape`` and
-            ``context_features``.
-    """
-
-    has_log_prob = False
-    has_sample = False
-
-    def __init__(self, model: Model) -> None:
-        super().__init__()
-        if not callable(getattr(model, "regression_loss", None)):
-            raise TypeError(
-                f"{type(model).__name__} has no regression_loss; it cannot be trained on pairs"
-            )
-        self.model = model
-        self.pair_event_shape = tuple(model.event_shape)
-        self.event_shape = (2 * math.prod(self.pair_event_shape),)
-        self.context_features = model.context_features
-
-    def _loss(self, x: Tensor, context: Tensor | None, prepared: Any = None) -> Tensor:
-        """The wrapped model's regression loss on packed pairs ``x: (batch, 2 * features)``."""
-        pairs = unpack_pairs(x, self.pair_event_shape, context)
-        return self.model.regression_loss(pairs)  # type: ignore[operator]
-
-
 def fit_pairs(
     model: Model,
     pairs: PairedBatch,
-    validation: PairedBatch | None = None,
+    validation: PairedBatch | float | None = None,
     **fit_options: Any,
 ) -> History:
     """Trains ``model`` in place on fixed pairs through :func:`pushforward.train.fit`.
 
+    The pairs are in the model's units (as :func:`reflow_pairs` makes them), so
+    they go to ``fit`` as aligned rows (``data=pairs.x1``, ``source=pairs.x0``)
+    with ``preprocessed=True``: the engine batches them, and the model's loss
+    regresses on each batch's pairs as given.
+
     Args:
-        model: a model with ``regression_loss(pairs)`` (``fm`` or ``distilled``).
+        model: a model that learns from pairs (``fm`` or ``distilled``).
         pairs: the training pairs (``x0``, ``x1`` ``(n, *event)``, context or ``None``).
-        validation: held-out pairs whose loss selects the weights, or ``None``.
+        validation: held-out pairs whose loss selects the weights, a fraction of
+            ``pairs`` to hold out (seeded by ``seed``), or ``None``.
         **fit_options: keywords of :func:`pushforward.train.fit` (``steps``,
             ``batch_size``, ``lr``, ``ema``, ``seed``, ``checkpoint_dir``, ...).
 
     Returns:
         The training :class:`~pushforward.train.history.History`.
     """
-    held: tuple[Tensor, Tensor | None] | None = None
-    if validation is not None:
-        held = (pack_pairs(validation), validation.context)
+    if pairs.x0.shape != pairs.x1.shape:
+        raise ValueError(
+            f"the pairs' source has shape {tuple(pairs.x0.shape)} and their target "
+            f"{tuple(pairs.x1.shape)}; they must match"
+        )
+    held: float | tuple[Tensor, Tensor | None, Tensor] | None
+    if isinstance(validation, PairedBatch):
+        held = (validation.x1, validation.context, validation.x0)
+    else:
+        held = validation
     return fit(
-        PairRegression(model), pack_pairs(pairs), pairs.context, validation=held, **fit_options
+        model,
+        pairs.x1,
+        pairs.context,
+        source=pairs.x0,
+        preprocessed=True,
+        validation=held,
+        **fit_options,
     )

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import FlowMatching
 from pushforward.model import Model
 from pushforward.options import choice
+from pushforward.paired import PairedBatch
 from pushforward.recipes.pairs import INITIALIZATIONS, fit_pairs, reflow_pairs
 from pushforward.registry import build
 from pushforward.train.history import History

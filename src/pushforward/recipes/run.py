@@ -26,11 +26,11 @@ from torch import Tensor
 
 from pushforward.data import load_array
 from pushforward.matching import FlowMatching
-from pushforward.matching.couplings import PairedBatch
 from pushforward.matching.model import SOLVERS
 from pushforward.model import Model
 from pushforward.ode import FIXED_STEP_METHODS
 from pushforward.options import choice, closest
+from pushforward.paired import PairedBatch
 from pushforward.recipes.distill import student_for
 from pushforward.recipes.pair_files import (
     METHODS,

@@ -1,11 +1,15 @@
-"""Minibatch order: an epoch-wise random permutation drawn from a seeded generator."""
+"""Minibatches: the aligned rows the engine batches, and their epoch-wise random order
+drawn from a seeded generator."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from pushforward.paired import PairedBatch
 
 
 class EpochBatches:
@@ -90,3 +94,35 @@ class EpochBatches:
         self.generator.set_state(self.epoch_start)
         self.permutation = torch.randperm(self.size, generator=self.generator)
         self.position = int(json_part["position"])
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Aligned rows the engine batches together: data, context and fixed source points."""
+
+    x: Tensor
+    context: Tensor | None = None
+    source: Tensor | None = None
+
+    def take(self, index: Tensor) -> Rows:
+        """The rows at ``index`` of every part."""
+        index = index.to(self.x.device)
+        return Rows(
+            self.x[index],
+            None if self.context is None else self.context[index],
+            None if self.source is None else self.source[index],
+        )
+
+    def between(self, begin: int, end: int) -> Rows:
+        """Rows ``begin`` to ``end`` (views)."""
+        return Rows(
+            self.x[begin:end],
+            None if self.context is None else self.context[begin:end],
+            None if self.source is None else self.source[begin:end],
+        )
+
+    def pairs(self) -> PairedBatch | None:
+        """The rows as fixed (source, data) pairs, or ``None`` without a source."""
+        if self.source is None:
+            return None
+        return PairedBatch(self.source, self.x, self.context)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pushforward.model import Model
-from pushforward.train.batches import EpochBatches
+from pushforward.train.batches import EpochBatches, Rows
 from pushforward.train.callbacks import Callback
 from pushforward.train.config import validation_split
 from pushforward.train.distributed import loss_function, placement
@@ -22,7 +22,9 @@ from pushforward.train.prepare import PrepareAhead, default_prepare_workers
 from pushforward.train.progress import ProgressBar
 from pushforward.train.schedule import warmup_cosine
 
-Validation = float | Tensor | tuple[Tensor, Tensor | None] | None
+Validation = (
+    float | Tensor | tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor] | None
+)
 
 
 def fit(
@@ -30,6 +32,8 @@ def fit(
     data: Tensor,
     context: Tensor | None = None,
     *,
+    source: Tensor | None = None,
+    preprocessed: bool = False,
     steps: int = 2000,
     batch_size: int = 512,
     lr: float = 1e-3,
@@ -88,6 +92,14 @@ def fit(
     finish the current step, write a checkpoint, and raise ``KeyboardInterrupt``
     (exit status 130) or ``SystemExit(143)``; the previous handlers are restored.
 
+    **Fixed pairs.** With ``source``, row ``i`` of ``source`` is the source point
+    paired with row ``i`` of ``data`` (the end points of a teacher's ODE, say): the
+    engine batches, shuffles, splits and validates the three aligned tensors
+    together and hands each batch's pairs to the model's loss as they are, with no
+    coupling drawn (reflow and distillation train this way). Only models that
+    learn from pairs (``learns_from_pairs``: the flow-matching family, ``distilled``)
+    take a ``source``.
+
     **Distributed.** Inside an initialised ``torch.distributed`` process group
     (e.g. under ``torchrun``) the model is wrapped in DistributedDataParallel;
     every rank draws the same global batch of ``batch_size`` examples and
@@ -105,6 +117,11 @@ def fit(
             preprocessing maps the whole set once (float64 data are mapped in
             float64, then cast to the model's dtype).
         context: ``(n, context)`` conditioning inputs, or ``None``.
+        source: ``(n, *event_shape)`` source points aligned with ``data``, one per
+            row, in the source's units (the model's ``transport`` input), or ``None``.
+        preprocessed: ``data``, ``context`` and ``source`` (and explicit validation
+            rows) are already in the model's units (pairs made by the model's own
+            ODE): the preprocessing is not applied again.
         steps: optimisation steps in all (a resumed run counts those already done).
         batch_size: global minibatch size (capped at the training-set size).
         lr: peak learning rate.
@@ -115,8 +132,9 @@ def fit(
         final_lr: the learning-rate factor reached at the end of the cosine decay.
         clip: maximal gradient norm, or ``None`` for no clipping.
         ema: decay of the exponential moving average of weights, or ``None``.
-        validation: a fraction of ``data`` held out (seeded split), explicit
-            validation data ``(m, *event_shape)``, or ``(data, context)``.
+        validation: a fraction of the rows held out (seeded split), explicit
+            validation data ``(m, *event_shape)``, ``(data, context)``, or with
+            ``source`` ``(data, context, source)``.
         eval_every: steps between validations (and one at the last step).
         patience: stop after this many validations without improvement by more
             than ``min_delta``; ``None`` never stops early.
@@ -142,7 +160,13 @@ def fit(
         The :class:`History` of the run (including the part before a resume).
     """
     where = placement(distributed)
-    train_x, train_c, val_x, val_c = _split(model, data, context, validation, seed)
+    if source is not None and not model.learns_from_pairs:
+        raise ValueError(
+            f"{type(model).__name__} learns from data alone; source= (fixed pairs) needs "
+            "a model trained on (source, data) pairs, such as fm or distilled"
+        )
+    training, held_out = _split(model, Rows(data, context, source), validation, seed, preprocessed)
+    train_x = training.x
     global_batch = min(batch_size, train_x.shape[0])
     if global_batch % where.world_size:
         raise ValueError(
@@ -157,7 +181,7 @@ def fit(
         "batch_size": global_batch,
         "optimizer": optimizer,
         "train_size": train_x.shape[0],
-        "validation_size": 0 if val_x is None else val_x.shape[0],
+        "validation_size": 0 if held_out is None else held_out.x.shape[0],
         "steps": steps,
         "lr": lr,
         "warmup": warmup,
@@ -187,28 +211,30 @@ def fit(
         workers = default_prepare_workers(device) if prepare_workers is None else prepare_workers
         preparer = PrepareAhead(model, seed, where.rank, workers)
 
-        def rows(index: Tensor) -> tuple[Tensor, Tensor | None]:
-            mine = index[where.rank * local : (where.rank + 1) * local]
-            return (
-                train_x[mine.to(train_x.device)],
-                None if train_c is None else train_c[mine.to(train_c.device)],
-            )
+        def rows(index: Tensor) -> Rows:
+            return training.take(index[where.rank * local : (where.rank + 1) * local])
 
         try:
             while loop.step < steps and not loop.history.stopped_early:
-                batch, batch_context = rows(batches.next())
+                chosen = rows(batches.next())
+                batch, batch_context = chosen.x, chosen.context
                 if loop.step == 0:
                     # Data-dependent layers (ActNorm) start from the first batch; on a
                     # resume their values come from the checkpoint instead.
                     model.initialize_preprocessed(batch, batch_context)
-                prepared = preparer.current(loop.step, batch, batch_context)
-                if preparer.enabled:
+                # Fixed pairs go to the loss as they are; otherwise the model may
+                # prepare the batch (draw and couple source points) ahead.
+                prepared = chosen.pairs()
+                if prepared is None:
+                    prepared = preparer.current(loop.step, batch, batch_context)
+                if preparer.enabled and training.source is None:
                     coming = range(loop.step + 1, min(loop.step + 1 + workers, steps))
                     if any(preparer.wants(step) for step in coming):
                         # Usually one step is new; only its rows are gathered.
                         for step, index in zip(coming, batches.upcoming(len(coming)), strict=True):
                             if preparer.wants(step):
-                                preparer.ahead(step, *rows(index))
+                                coming_rows = rows(index)
+                                preparer.ahead(step, coming_rows.x, coming_rows.context)
                 lr_now = lr * warmup_cosine(loop.step, steps, warmup, final_lr)
                 logs = loop.train_step(
                     loss_of, batch, batch_context, lr_now, clip, request, prepared
@@ -221,9 +247,9 @@ def fit(
                         "set clip, or check the data"
                     )
                 stop = any([bool(w.on_step(step, logs)) for w in watchers])
-                if val_x is not None and (step % eval_every == 0 or step == steps):
+                if held_out is not None and (step % eval_every == 0 or step == steps):
                     size = eval_batch_size or 4 * global_batch
-                    eval_logs = loop.evaluate(val_x, val_c, size, seed, patience, min_delta)
+                    eval_logs = loop.evaluate(held_out, size, seed, patience, min_delta)
                     stop = any([bool(w.on_eval(step, eval_logs)) for w in watchers]) or stop
                 loop.history.seconds = seconds_before + time.perf_counter() - start
                 stopping = stop or loop.history.stopped_early or request.signal is not None
@@ -267,61 +293,88 @@ def _optimizer(
     raise ValueError(f"unknown optimizer {name!r}; use 'adam' or 'adamw'")
 
 
-def preprocessed_rows(
-    model: Model, data: Tensor, context: Tensor | None
-) -> tuple[Tensor, Tensor | None]:
-    """Checked rows of data and context in the model's units, once for the whole set.
+def preprocessed_rows(model: Model, rows: Rows, preprocessed: bool = False) -> Rows:
+    """Checked rows of data, context and source in the model's units, once for the whole set.
 
     With a fitted preprocessing the data may come in float64 (the precision its
     statistics were fitted in): they are mapped in float64 and then cast to the
-    model's dtype. Without one, the data must already be in the model's dtype.
+    model's dtype. Without one (or when the rows are ``preprocessed`` already),
+    they must be in the model's dtype.
     """
-    if model.preprocessing.identity:
-        data = model.check_input(data)
-        return data, model.check_context(context, data.shape[0])
+    n = rows.x.shape[0] if isinstance(rows.x, Tensor) and rows.x.ndim else 0
+    if rows.source is not None and (
+        not isinstance(rows.source, Tensor) or rows.source.shape[:1] != (n,)
+    ):
+        got = tuple(rows.source.shape) if isinstance(rows.source, Tensor) else rows.source
+        raise ValueError(f"source has shape {got}; it must have one row per data row ({n})")
+    if preprocessed or model.preprocessing.identity:
+        data = model.check_input(rows.x)
+        source = None if rows.source is None else _checked_source(model, rows.source, True)
+        return Rows(data, model.check_context(rows.context, n), source)
     if not model.preprocessing.deterministic:
         raise ValueError(
             "the model's preprocessing draws noise, so fit cannot map the data set once; "
             "this engine supports deterministic preprocessing only"
         )
-    data = model.check_input(data, match_dtype=False)
-    context = model.check_context(context, data.shape[0], match_dtype=False)
+    data = model.check_input(rows.x, match_dtype=False)
+    context = model.check_context(rows.context, n, match_dtype=False)
     reference = model._reference()
     dtype = data.dtype if reference is None else reference.dtype
     encoded = model.preprocessing.encode(data)[0].to(dtype)
     mapped = model.preprocessing.encode_context(context)
-    return encoded, None if mapped is None else mapped.to(dtype)
+    source = None
+    if rows.source is not None:
+        source = model.preprocessing.encode_source(_checked_source(model, rows.source, False))
+    return Rows(
+        encoded,
+        None if mapped is None else mapped.to(dtype),
+        None if source is None else source.to(dtype),
+    )
+
+
+def _checked_source(model: Model, source: Tensor, match_dtype: bool) -> Tensor:
+    try:
+        return model.check_input(source, match_dtype=match_dtype)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"source points: {error}") from None
 
 
 def _split(
-    model: Model, data: Tensor, context: Tensor | None, validation: Validation, seed: int
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """Checks and preprocesses the inputs; returns ``(train_x, train_c, val_x, val_c)``."""
-    if not isinstance(data, Tensor) or data.ndim == 0 or data.shape[0] == 0:
+    model: Model, rows: Rows, validation: Validation, seed: int, preprocessed: bool
+) -> tuple[Rows, Rows | None]:
+    """Checks and preprocesses the inputs; returns the training and validation rows."""
+    if not isinstance(rows.x, Tensor) or rows.x.ndim == 0 or rows.x.shape[0] == 0:
         raise ValueError("the training data is empty")
-    data, context = preprocessed_rows(model, data, context)
+    rows = preprocessed_rows(model, rows, preprocessed)
     if validation is None:
-        return data, context, None, None
+        return rows, None
     if isinstance(validation, float):
         if not 0.0 < validation < 1.0:
             raise ValueError(f"the validation fraction must be in (0, 1), got {validation}")
-        train, val = validation_split(data.shape[0], validation, seed, minimum_rows=2)
+        train, val = validation_split(rows.x.shape[0], validation, seed, minimum_rows=2)
         if val is None:
             raise ValueError(f"validation={validation} leaves no training data")
-        train, val = train.to(data.device), val.to(data.device)
-        return (
-            data[train],
-            None if context is None else context[train],
-            data[val],
-            None if context is None else context[val],
+        return rows.take(train), rows.take(val)
+    if isinstance(validation, tuple):
+        held = Rows(
+            validation[0],
+            validation[1] if len(validation) > 1 else None,
+            validation[2] if len(validation) > 2 else None,
         )
-    val_x, val_c = validation if isinstance(validation, tuple) else (validation, None)
-    if val_x.shape[0] == 0:
+    else:
+        held = Rows(validation)
+    if held.x.shape[0] == 0:
         raise ValueError("the validation data is empty")
-    if val_c is not None and val_c.shape[0] != val_x.shape[0]:
+    if held.context is not None and held.context.shape[0] != held.x.shape[0]:
         raise ValueError(
-            f"validation context has {val_c.shape[0]} rows but there are "
-            f"{val_x.shape[0]} validation rows"
+            f"validation context has {held.context.shape[0]} rows but there are "
+            f"{held.x.shape[0]} validation rows"
         )
-    val_x, val_c = preprocessed_rows(model, val_x, val_c)
-    return data, context, val_x, val_c
+    if (held.source is None) != (rows.source is None):
+        raise ValueError(
+            "with source= the validation rows need their source points too, "
+            "(data, context, source); without it they take none"
+            if rows.source is not None
+            else "validation rows have source points but the training data has no source="
+        )
+    return rows, preprocessed_rows(model, held, preprocessed)

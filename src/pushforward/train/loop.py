@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 
 from pushforward.model import Model
-from pushforward.train.batches import EpochBatches
+from pushforward.train.batches import EpochBatches, Rows
 from pushforward.train.checkpoint import (
     Checkpoint,
     global_rng_state,
@@ -123,8 +124,7 @@ class TrainingLoop:
     @torch.no_grad()
     def evaluate(
         self,
-        val_x: Tensor,
-        val_c: Tensor | None,
+        held_out: Rows,
         chunk: int,
         seed: int,
         patience: int | None,
@@ -140,11 +140,15 @@ class TrainingLoop:
         # (comparable values), and the fork keeps the training stream untouched.
         with context, torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed + 2)
-            for begin in range(0, val_x.shape[0], chunk):
-                x = val_x[begin : begin + chunk]
-                c = None if val_c is None else val_c[begin : begin + chunk]
-                total += float(self.model._loss(x, c)) * x.shape[0]
-            loss = total / val_x.shape[0]
+            size = held_out.x.shape[0]
+            for begin in range(0, size, chunk):
+                rows = held_out.between(begin, begin + chunk)
+                if rows.source is None:
+                    value = self.model._loss(rows.x, rows.context)
+                else:
+                    value = self.model._loss(rows.x, rows.context, rows.pairs())
+                total += float(value) * rows.x.shape[0]
+            loss = total / size
             best = self.history.best_val_loss
             if math.isfinite(loss) and (best is None or loss < best - min_delta):
                 self.history.best_val_loss, self.history.best_step = loss, self.step
@@ -223,16 +227,17 @@ class TrainingLoop:
             raise ValueError(
                 f"cannot resume from {path}: it was trained with " + ", ".join(differing)
             )
+        own = _own_keys(saved.model, self.model)
         try:
-            self.model.load_state_dict(saved.model, strict=True)
+            self.model.load_state_dict(own(saved.model), strict=True)
         except RuntimeError as error:
             raise ValueError(f"{path} does not fit this model: {error}") from None
         self.optim.load_state_dict(saved.optimizer)
         if self.averager is not None:
             if saved.ema is None:
                 raise ValueError(f"{path} holds no EMA weights but ema={self.averager.decay}")
-            self.averager.load_state_dict(saved.ema, state["ema_updates"])
-        self.best = saved.best
+            self.averager.load_state_dict(own(saved.ema), state["ema_updates"])
+        self.best = None if saved.best is None else own(saved.best)
         restore_global_rng_state(saved.rng)
         self.batches.restore(state["batches"], saved.rng)
         self.history = History.from_dict(state["history"])
@@ -264,3 +269,22 @@ def model_device(model: Model) -> torch.device:
     """The device of the model's first parameter or floating buffer (CPU if none)."""
     reference = model._reference()
     return torch.device("cpu") if reference is None else reference.device
+
+
+WRAPPED = "model."
+"""The key prefix of checkpoints that reflow and distill runs wrote before ``fit`` took
+fixed pairs (``source=``): they trained the model inside a wrapper module."""
+
+
+def _own_keys(
+    state: dict[str, Tensor], model: torch.nn.Module
+) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
+    """Maps a checkpoint's state-dict keys onto ``model``'s: as they are, or without the
+    wrapper prefix of an earlier pair run (same tensors, same order), so that such a run
+    resumes instead of starting again."""
+    expected = set(model.state_dict())
+    if set(state) == expected or not all(key.startswith(WRAPPED) for key in state):
+        return lambda entries: entries
+    if {key[len(WRAPPED) :] for key in state} != expected:
+        return lambda entries: entries
+    return lambda entries: {key.removeprefix(WRAPPED): value for key, value in entries.items()}
