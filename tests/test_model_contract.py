@@ -1,6 +1,7 @@
 """Every registered model through one contract, driven by ``pushforward.available()``.
 
-A model joins by registration alone: its name must have an entry in
+A model of vectors joins by registration alone (token models have their own sweep,
+``tests/test_token_model_contract.py``): its name must have an entry in
 ``tests.contract.SMALL_OPTIONS`` (small sizes, cheap solvers), or the sweep
 fails naming it.
 Checked for every model: shapes of the protocol's answers, dtype and device
@@ -22,7 +23,7 @@ from torch import Tensor
 
 import pushforward
 from pushforward.model import Model
-from pushforward.registry import builder_for, keywords
+from pushforward.registry import builder_for, data_kind, keywords
 from tests.contract import (
     LOG_PROB_OPTIONS,
     LOSS_FUNCTIONS,
@@ -36,8 +37,9 @@ from tests.contract import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NAMES = pushforward.available()
-CASES = NAMES + list(VARIANTS)
+ALL_NAMES = pushforward.available()
+NAMES = [name for name in ALL_NAMES if data_kind(name) == "vectors"]
+CASES = NAMES + [case for case in VARIANTS if registered_name(case) in NAMES]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 FEATURES = 2
 CONTEXT = 2
@@ -81,13 +83,13 @@ def loss_of(case: str, model: Model, x: Tensor, c: Tensor | None) -> Tensor:
 
 
 def test_the_catalogue_names_exactly_the_registered_models():
-    missing = sorted(set(NAMES) - set(SMALL_OPTIONS))
-    stale = sorted(set(SMALL_OPTIONS) - set(NAMES))
+    missing = sorted(set(ALL_NAMES) - set(SMALL_OPTIONS))
+    stale = sorted(set(SMALL_OPTIONS) - set(ALL_NAMES))
     assert not missing, f"registered models without SMALL_OPTIONS (add them): {missing}"
     assert not stale, f"SMALL_OPTIONS entries for unregistered models: {stale}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_a_direct_call_of_the_builder_stores_what_build_stores(name):
     options = {"features": FEATURES, "context": CONTEXT, **small_options(name)}
     torch.manual_seed(0)
@@ -317,7 +319,7 @@ def test_bad_inputs_are_errors_in_the_users_words(case):
         conditional.sample(-1, c[0])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_an_unknown_option_lists_the_valid_ones(name):
     with pytest.raises(ValueError) as error:
         pushforward.build(name, features=FEATURES, not_an_option=1)

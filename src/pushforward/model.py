@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pushforward.boundary import checked_context
 from pushforward.distributions.torch_view import ModelDistribution
 from pushforward.inference import InferenceOptions, NoOptions, resolve_options
 from pushforward.options import closest
@@ -48,6 +49,12 @@ class Model(nn.Module):
     trains_from_data: ClassVar[bool] = True
     # True for models whose ``_loss`` takes fixed (source, data) pairs as ``prepared``.
     learns_from_pairs: ClassVar[bool] = False
+    # True where ``log_prob`` is an evidence lower bound, not the log-likelihood itself
+    # (a discrete flow-matching model): metrics then report ``nll_bound``, never ``nll``.
+    log_prob_is_bound: ClassVar[bool] = False
+    # What the model's data are: "vectors" (floats, standardised by a Run) or "tokens"
+    # (integers in a vocabulary, never standardised).
+    data_kind: ClassVar[str] = "vectors"
 
     # What ``sample`` / ``rsample`` and ``log_prob`` accept, validated here.
     sample_options: ClassVar[type[InferenceOptions]] = NoOptions
@@ -386,46 +393,8 @@ class Model(nn.Module):
         self, context: Tensor | None, batch: int, match_dtype: bool = True
     ) -> Tensor | None:
         """Checks a context against the model and expands one row to ``batch`` rows."""
-        wanted = self.context_features
-        if wanted == 0:
-            if context is not None:
-                raise ValueError("this model is unconditional (context=0) but a context was given")
-            return None
-        if context is None:
-            raise ValueError(
-                f"this model is conditional on {wanted} context features; pass context"
-            )
-        if not isinstance(context, Tensor):
-            raise TypeError(f"expected context as a torch.Tensor, got {type(context).__name__}")
-        if not context.is_floating_point():
-            raise TypeError(f"context must be a floating-point tensor, got dtype {context.dtype}")
-        if context.ndim == 1:
-            context = context.unsqueeze(0)
-        if context.ndim != 2:
-            raise ValueError(
-                f"context has shape {tuple(context.shape)}, "
-                f"expected (batch, {wanted}) or ({wanted},)"
-            )
-        if context.shape[1] != wanted:
-            raise ValueError(
-                f"context has {context.shape[1]} features, the model was built for {wanted}"
-            )
-        if context.shape[0] == 1 and batch != 1:
-            context = context.expand(batch, wanted)
-        elif context.shape[0] != batch:
-            raise ValueError(
-                f"context has {context.shape[0]} rows but there are {batch} data rows; "
-                "pass one row per data row, or a single row for all"
-            )
-        if not bool(torch.isfinite(context).all()):
-            raise ValueError("context contains NaN or Inf values")
-        reference = self._reference()
-        if match_dtype and reference is not None and reference.dtype != context.dtype:
-            raise TypeError(
-                f"context has dtype {context.dtype} "
-                f"but the model's parameters are {reference.dtype}"
-            )
-        return context
+        reference = self._reference() if match_dtype else None
+        return checked_context(context, self.context_features, batch, reference)
 
     def _sampling_args(self, n: int, context: Tensor | None) -> tuple[int, Tensor | None]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -14,10 +14,13 @@ B = TypeVar("B", bound=Callable[..., Model])
 
 _BUILDERS: dict[str, Callable[..., Model]] = {}
 _TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {}
+_DATA_KINDS: dict[str, str] = {}
 _CLASS_NAMES: dict[type, str] = {}
 
 
-def register(name: str, train: dict[str, Any] | None = None) -> Callable[[B], B]:
+def register(
+    name: str, train: dict[str, Any] | None = None, data: str = "vectors"
+) -> Callable[[B], B]:
     """Registers a model builder (a class or function taking keyword arguments) under ``name``.
 
     The registered builder sets ``model.config`` (the name and the resolved
@@ -32,6 +35,9 @@ def register(name: str, train: dict[str, Any] | None = None) -> Callable[[B], B]
         train: training options this model needs other than the engine's defaults
             (for instance ``{"lr": 5e-3}``); ``pushforward train`` uses them unless
             a config file or a flag sets them.
+        data: what the model is trained on: ``"vectors"`` (float rows, which a Run
+            standardises) or ``"tokens"`` (integer tokens, read with their
+            vocabulary and never standardised).
     """
 
     def decorator(builder: B) -> B:
@@ -42,6 +48,7 @@ def register(name: str, train: dict[str, Any] | None = None) -> Callable[[B], B]
             builder = _recording_config(name, builder)
         _BUILDERS[name] = builder
         _TRAIN_DEFAULTS[name] = dict(train or {})
+        _DATA_KINDS[name] = data
         return builder
 
     return decorator
@@ -96,6 +103,12 @@ def train_defaults(name: str) -> dict[str, Any]:
     """The training options model ``name`` declared at registration (may be empty)."""
     builder_for(name)
     return dict(_TRAIN_DEFAULTS.get(name, {}))
+
+
+def data_kind(name: str) -> str:
+    """What model ``name`` is trained on: ``"vectors"`` or ``"tokens"`` (see :func:`register`)."""
+    builder_for(name)
+    return _DATA_KINDS.get(name, "vectors")
 
 
 def available() -> list[str]:

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pushforward.cli.evaluate_tokens import evaluate_tokens
 from pushforward.data import bits_per_dim, load_array, load_dataset
 from pushforward.inference import declared_fields
 from pushforward.metrics import energy_distance, sliced_wasserstein
 from pushforward.model import Model
 from pushforward.serialization import atomic_write_bytes
+from pushforward.token_model import TokenModel
 from pushforward.train.run_directory import open_run
 from pushforward.train.run_inputs import read_source
 
@@ -133,6 +135,14 @@ def evaluate_run(
     """
     config, model = open_run(run)
     with_samples = bool(getattr(solver_arguments, "sample_metrics", False))
+    if isinstance(model, TokenModel):
+        # --steps sets the CTMC sampler of the sample statistics; the rest the bound.
+        names = tuple(name for name in EVAL_OPTIONS if name != "steps")
+        options = method_options(model, "log_prob", solver_arguments, names)
+        token_sampling = method_options(model, "sample", solver_arguments, ("steps",))
+        seed = default_eval_seed(config) if seed is None else seed
+        context = _context(context_file, model)
+        return evaluate_tokens(config, model, data, context, n, seed, options, token_sampling)
     if model.has_log_prob:
         options = method_options(model, "log_prob", solver_arguments, EVAL_OPTIONS)
         # The fixed-step flags set the sampling solve too; tolerances are log_prob's.
@@ -260,7 +270,9 @@ def run_sample(arguments: argparse.Namespace) -> int:
     with torch.random.fork_rng():
         torch.manual_seed(arguments.seed)
         samples = model.sample(n, context, **options)
-    array = samples.double().reshape(n, *config["data"]["event_shape"]).numpy()
+    # Tokens stay integers (int64); values are written in float64.
+    values = samples if not samples.is_floating_point() else samples.double()
+    array = values.reshape(n, *config["data"]["event_shape"]).numpy()
     buffer = _npy_bytes(array)
     atomic_write_bytes(out, buffer)
     print(f"wrote {array.shape[0]} samples of shape {tuple(array.shape[1:])} to {out}")

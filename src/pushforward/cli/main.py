@@ -138,13 +138,12 @@ def _solver_arguments(command: argparse.ArgumentParser, likelihood: bool) -> Non
     )
     declared = declared_fields("LogProbOptions" if likelihood else "SampleOptions")
     for name, field in declared.items():
-        kind = _flag_type(field.type)
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=kind,
-            help=field.metadata.get("help", name),
-        )
+        flag, text = "--" + name.replace("_", "-"), field.metadata.get("help", name)
+        if str(field.type).startswith("bool"):
+            # A switch: absent leaves the model's default (None), present sets it.
+            group.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+            continue
+        group.add_argument(flag, dest=name, type=_flag_type(field.type), help=text)
 
 
 def _flag_type(annotation: object) -> type:

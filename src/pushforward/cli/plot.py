@@ -11,6 +11,7 @@ import torch
 
 from pushforward.cli.report import write_report
 from pushforward.data import load_dataset
+from pushforward.data.tokens import load_tokens
 from pushforward.model import Model
 from pushforward.train.run_directory import open_run, read_metrics
 
@@ -18,6 +19,8 @@ GRID = 80
 """Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a
 continuous-time model (an ODE solve with the divergence per point)."""
 SAMPLES = 2000
+TOKEN_SAMPLES = 20_000
+"""Pairs in each joint histogram of a two-token run."""
 DENSITY_TOLERANCE = 1e-3
 """Absolute and relative tolerance of an adaptive ODE solve for the density panel (the
 models' own default is 1e-5 for ``eval``): on the demo's flow-matching runs the
@@ -126,6 +129,51 @@ def plot_images(pyplot: Any, directory: Path, model: Model, shape: list[int]) ->
     return path
 
 
+def plot_tokens(
+    pyplot: Any, directory: Path, model: Model, data: torch.Tensor | None, vocab: list[int]
+) -> Path:
+    """``samples.png`` of a token run: for two tokens, the joint histograms of the data
+    and of model samples as images; for longer sequences, rows of tokens as a grid of
+    coloured cells (one row a sequence), the data beside the model's."""
+    torch.manual_seed(0)
+    if len(vocab) == 2:
+        samples = model.sample(TOKEN_SAMPLES)
+        panels = _panels(data, samples)
+        figure, axes = pyplot.subplots(1, len(panels), figsize=(4.2 * len(panels), 4))
+        axes = [axes] if len(panels) == 1 else list(axes)
+        for axis, (title, values) in zip(axes, panels, strict=True):
+            counts = torch.zeros(vocab[0], vocab[1], dtype=torch.float64)
+            counts.index_put_((values[:, 0], values[:, 1]), torch.ones(len(values),
+                              dtype=torch.float64), accumulate=True)  # fmt: skip
+            axis.imshow((counts / counts.sum()).T.numpy(), origin="lower", cmap="viridis")
+            axis.set_title(f"{title} ({len(values):,} pairs)")
+            axis.set_xlabel("token 1")
+            axis.set_ylabel("token 2")
+    else:
+        rows = 48
+        samples = model.sample(rows)
+        panels = _panels(None if data is None else data[:rows], samples)
+        width = min(12.0, 1.5 + 0.25 * len(vocab)) * len(panels)
+        figure, axes = pyplot.subplots(1, len(panels), figsize=(width, 6))
+        axes = [axes] if len(panels) == 1 else list(axes)
+        for axis, (title, values) in zip(axes, panels, strict=True):
+            axis.imshow(values.numpy(), aspect="auto", cmap="tab20", interpolation="nearest",
+                        vmin=0, vmax=max(vocab) - 1)  # fmt: skip
+            axis.set_title(title)
+            axis.set_xlabel("position")
+            axis.set_ylabel("sequence")
+    figure.tight_layout()
+    path = directory / "samples.png"
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def _panels(data: torch.Tensor | None, samples: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The panels of a token figure: the data where it could be read, then the model's."""
+    return ([] if data is None else [("data", data)]) + [("model samples", samples)]
+
+
 def plot_run(directory: Path) -> list[Path]:
     """Writes ``loss.png``, for unconditional 2-D or image runs ``samples.png``, and
     ``report.html`` (the run's metrics, options and figures on one page) into the run
@@ -134,7 +182,15 @@ def plot_run(directory: Path) -> list[Path]:
     pyplot = _pyplot()
     written = [plot_losses(pyplot, directory)]
     shape = config["data"]["event_shape"]
-    if model.context_features == 0 and shape == [2]:
+    vocab = config["data"].get("vocab")
+    if model.context_features == 0 and vocab is not None:
+        tokens = None
+        try:
+            tokens = load_tokens(config["data"]["source"], vocab=vocab, n=TOKEN_SAMPLES).values
+        except (ValueError, OSError):
+            pass  # the data file moved: plot the model alone
+        written.append(plot_tokens(pyplot, directory, model, tokens, vocab))
+    elif model.context_features == 0 and shape == [2]:
         data = None
         try:
             data = load_dataset(config["data"]["source"], n=SAMPLES).values

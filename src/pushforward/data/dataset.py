@@ -30,17 +30,19 @@ class Dataset:
     """Loaded data and what is known about where it came from.
 
     Attributes:
-        values: float64 ``(n, *event_shape)``.
+        values: float64 ``(n, *event_shape)``, or int64 tokens ``(n, L)`` for token data.
         source: ``"builtin:NAME"`` or the file path as given.
         toy: the built-in toy (exact ``log_prob`` and ``entropy``), else ``None``.
         levels: quantisation levels of dequantised image data scaled to ``[0, 1)``
             (17 for the digits), for bits per dimension; ``None`` otherwise.
+        vocab: token data's vocabulary size at each position; ``None`` for floats.
     """
 
     values: Tensor
     source: str
     toy: Toy | None = None
     levels: int | None = None
+    vocab: tuple[int, ...] | None = None
 
     @property
     def event_shape(self) -> tuple[int, ...]:

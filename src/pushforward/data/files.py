@@ -57,6 +57,24 @@ def load_array(path: str | os.PathLike[str], *, ndim: int | None = 2) -> np.ndar
         FileNotFoundError: the file does not exist.
         ValueError: anything else wrong with the file, in one line naming it.
     """
+    array, name, lines = read_numeric(path)
+    array = _as_float(array, name)
+    check_shape(array, name, ndim)
+    _check_finite(array, name, lines)
+    return np.ascontiguousarray(array)
+
+
+def read_numeric(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, list[int] | None]:
+    """Reads a data file as stored: the array, the file's name for messages, text lines.
+
+    The array keeps the file's dtype (a ``.npy`` of int8 stays int8; text is
+    float64); the lines are the file line of each row for text files, ``None``
+    for binary ones. :func:`load_array` and the token loader build on it.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a missing, empty, unreadable file or an unsupported extension.
+    """
     file, key = split_npz_key(path)
     name = f"data file '{file}'"
     if not file.exists():
@@ -79,10 +97,7 @@ def load_array(path: str | os.PathLike[str], *, ndim: int | None = 2) -> np.ndar
         array, name = _read_npz(file, key, name)
     else:
         array, lines = _read_text(file, name)
-    array = _as_float(array, name)
-    _check_shape(array, name, ndim)
-    _check_finite(array, name, lines)
-    return np.ascontiguousarray(array)
+    return array, name, lines
 
 
 def _read_npy(file: Path, name: str) -> np.ndarray:
@@ -148,7 +163,11 @@ def _as_float(array: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name} holds {what}, not real numbers")
 
 
-def _check_shape(array: np.ndarray, name: str, ndim: int | None) -> None:
+def check_shape(array: np.ndarray, name: str, ndim: int | None) -> None:
+    """Raises a ValueError naming ``name`` unless ``array`` has rows and values per row.
+
+    ``ndim`` is the number of dimensions it must have (``None``: any from 2 up).
+    """
     if array.ndim < 2:
         shape = tuple(array.shape)
         raise ValueError(

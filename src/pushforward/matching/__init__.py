@@ -78,6 +78,7 @@ __all__ = [
     "UniformTimeWeighting",
     "VPScheduler",
     "convert",
+    "discrete",
     "flow_matching",
     "independent_coupling",
     "make_component",
@@ -93,3 +94,6 @@ __all__ = [
     "sinkhorn_plan",
     "time_density",
 ]
+
+# Registers ``dfm``; imported last because its model builds on the shared pieces above.
+from pushforward.matching import discrete

@@ -320,7 +320,9 @@ def preprocessed_rows(model: Model, rows: Rows, preprocessed: bool = False) -> R
     context = model.check_context(rows.context, n, match_dtype=False)
     reference = model._reference()
     dtype = data.dtype if reference is None else reference.dtype
-    encoded = model.preprocessing.encode(data)[0].to(dtype)
+    encoded = model.preprocessing.encode(data)[0]
+    if encoded.is_floating_point():  # tokens stay integers
+        encoded = encoded.to(dtype)
     mapped = model.preprocessing.encode_context(context)
     source = None
     if rows.source is not None:

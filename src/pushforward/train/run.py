@@ -14,7 +14,7 @@ from torch import Tensor
 from pushforward.data import Dataset
 from pushforward.distributions import Empirical
 from pushforward.model import Model
-from pushforward.registry import build, builder_for
+from pushforward.registry import build, builder_for, data_kind
 from pushforward.serialization import save
 from pushforward.train.callbacks import Callback
 from pushforward.train.config import TrainingConfig, validation_split
@@ -38,6 +38,7 @@ from pushforward.train.run_inputs import (
     read_context,
     read_data,
     read_source,
+    read_tokens,
 )
 from pushforward.transforms.preprocessing import Preprocessing
 from pushforward.transforms.standardize import Standardize
@@ -133,13 +134,21 @@ def train_run(
     elif out.exists() and not out.is_dir():
         raise ValueError(f"--out '{out}' exists and is not a directory")
 
-    dataset = read_data(data, config.n, config.seed)
+    tokens = data_kind(name) == "tokens"
+    if tokens:
+        dataset = read_tokens(data, options.get("vocab"), config.n, config.seed)
+        assert dataset.vocab is not None
+        options["vocab"] = list(dataset.vocab)
+    else:
+        dataset = read_data(data, config.n, config.seed)
     # Images (n, C, H, W) are modelled as vectors of C*H*W values by the vector flows;
     # eval and sample reshape in and out.
     values = dataset.values.reshape(dataset.values.shape[0], -1)
     context_values = read_context(context, values.shape[0])
     train_rows, val_rows = validation_split(values.shape[0], config.validation, config.seed)
     source_set = source_values = None
+    if source is not None and tokens:
+        raise ValueError(f"model {name!r} models tokens; --source applies to vector data")
     if source is not None:
         # seed + 1 draws the evaluation sample of a built-in set; the source is a third draw.
         source_set = read_source(source, n=config.n, seed=config.seed + 2)
@@ -153,11 +162,14 @@ def train_run(
         options = {**options, "base": "empirical", "source_rows": int(source_values.shape[0])}
     # Fitted in float64 on the training rows; the source has its own statistics, so
     # the flow works in standardised units at both ends.
-    preprocessing = Preprocessing.standardizing(
-        values[train_rows],
-        None if context_values is None else context_values[train_rows],
-        source_values,
-    )
+    context_rows = None if context_values is None else context_values[train_rows]
+    if tokens:
+        # Tokens are never standardised; a context still is.
+        preprocessing = Preprocessing(
+            context=None if context_rows is None else Standardize.fitted(context_rows)
+        )
+    else:
+        preprocessing = Preprocessing.standardizing(values[train_rows], context_rows, source_values)
     width = 0 if context_values is None else context_values.shape[1]
     # The initial weights come from the seed too, so a run is reproducible end to end.
     with torch.random.fork_rng(devices=[]):
@@ -262,26 +274,29 @@ def _resolved_config(
 ) -> dict[str, Any]:
     mean, std = _statistics(preprocessing.data)
     context_mean, context_std = _statistics(preprocessing.context)
+    data_record: dict[str, Any] = {
+        "source": dataset.source,
+        "context": context if context is None or isinstance(context, str) else "array",
+        "rows": int(values.shape[0]),
+        "event_shape": list(dataset.event_shape),
+        "train_rows": int(train_rows.numel()),
+        "validation_rows": 0 if val_rows is None else int(val_rows.numel()),
+        "levels": dataset.levels,
+    }
+    if dataset.vocab is not None:
+        data_record["vocab"] = list(dataset.vocab)
     resolved: dict[str, Any] = {
         "format": RUN_FORMAT,
         "format_version": RUN_FORMAT_VERSION,
         "pushforward_version": package_version(),
         "model": {"name": name, "options": model.config["options"]},
-        "data": {
-            "source": dataset.source,
-            "context": context if context is None or isinstance(context, str) else "array",
-            "rows": int(values.shape[0]),
-            "event_shape": list(dataset.event_shape),
-            "train_rows": int(train_rows.numel()),
-            "validation_rows": 0 if val_rows is None else int(val_rows.numel()),
-            "levels": dataset.levels,
-        },
+        "data": data_record,
         "standardization": {
-            "mean": _as_list(mean),
-            "std": _as_list(std),
+            "mean": None if mean is None else _as_list(mean),
+            "std": None if std is None else _as_list(std),
             # Losses in metrics.jsonl are in standardised units; add this to get
             # the negative log-likelihood in the data's original units.
-            "log_std_sum": float(torch.log(std).sum()),
+            "log_std_sum": 0.0 if std is None else float(torch.log(std).sum()),
             "context_mean": None if context_mean is None else _as_list(context_mean),
             "context_std": None if context_std is None else _as_list(context_std),
         },

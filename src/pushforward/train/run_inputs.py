@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from pushforward.data import BUILTIN_PREFIX, Dataset, load_array, load_dataset
+from pushforward.data.tokens import load_tokens
 from pushforward.registry import builder_for
 
 SET_FROM_DATA = ("features", "context")
@@ -33,6 +34,16 @@ def read_data(data: DataInput, n: int | None, seed: int) -> Dataset:
     if n is not None:
         values = values[:n]
     return Dataset(values, "array")
+
+
+def read_tokens(data: DataInput, vocab: Any, n: int | None, seed: int) -> Dataset:
+    """Token data: an integer file, ``builtin:NAME`` of a discrete set, or integer rows.
+
+    ``vocab`` is the model's ``vocab`` option (``None``: inferred from the data).
+    """
+    tokens = load_tokens(data, vocab=vocab, n=n, seed=seed)
+    source = tokens.source if isinstance(data, str | os.PathLike) else "array"
+    return Dataset(tokens.values, source, vocab=tuple(tokens.vocab))
 
 
 def read_context(context: DataInput | None, rows: int) -> Tensor | None:

@@ -41,6 +41,10 @@ class KappaScheduler(Component, ABC):
     def d_kappa(self, t: Tensor) -> Tensor:
         r""":math:`d\kappa_t / dt \ge 0`."""
 
+    @abstractmethod
+    def time(self, kappa: Tensor) -> Tensor:
+        r"""The inverse :math:`t(\kappa)`: the time at which the weight reaches ``kappa``."""
+
     def jump_coefficient(self, t: Tensor) -> Tensor:
         r"""The rate factor :math:`\dot\kappa_t / (1 - \kappa_t)` of the mixture path's
         velocity (infinite at ``t = 1``; callers stop short of it)."""
@@ -73,6 +77,9 @@ class PolynomialKappa(KappaScheduler):
             return torch.ones_like(t)
         return self.exponent * t.pow(self.exponent - 1.0)
 
+    def time(self, kappa: Tensor) -> Tensor:
+        return kappa.clamp(0.0, 1.0).pow(1.0 / self.exponent)
+
 
 class CosineKappa(KappaScheduler):
     r""":math:`\kappa_t = \sin^2(\pi t / 2)`, slow at both ends.
@@ -88,6 +95,9 @@ class CosineKappa(KappaScheduler):
 
     def d_kappa(self, t: Tensor) -> Tensor:
         return 0.5 * math.pi * torch.sin(math.pi * t)
+
+    def time(self, kappa: Tensor) -> Tensor:
+        return torch.asin(kappa.clamp(0.0, 1.0).sqrt()) * (2.0 / math.pi)
 
 
 class LinearKappa(PolynomialKappa):
