@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from pushforward.cli.main import main
+from pushforward.cli.report import write_evaluation
 
 TINY = ["--set", "hidden=[32]", "--steps", "60", "--batch-size", "128", "--quiet"]
 
@@ -129,3 +131,19 @@ def test_eval_and_sample_refuse_mismatched_tokens_and_contexts(folder, tmp_path,
         assert main(argv) == 2
         error = capsys.readouterr().err.strip()
         assert message in error and len(error.splitlines()) == 1, error
+
+
+@pytest.mark.parametrize("data", ["builtin:8gaussians-grid", "builtin:first-k-ones"])
+def test_plot_shows_token_samples_in_the_report(tmp_path, data):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    assert main(["train", "--data", data, "--model", "dfm", "--out", str(out), "--n", "2000",
+                 *TINY]) == 0  # fmt: skip
+    write_evaluation(out, {"nll_bound": 2.5, "nll_bound_se": 0.01, "bits_per_token": 0.36,
+                           "joint_tv": 0.04, "n": 100})  # fmt: skip
+    assert main(["plot", str(out)]) == 0
+    figure = (out / "samples.png").read_bytes()
+    assert figure.startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    assert base64.b64encode(figure).decode() in page
+    assert "NLL bound" in page and "bits/token" in page and "exact joint" in page

@@ -19,7 +19,7 @@ GRID = 80
 """Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a
 continuous-time model (an ODE solve with the divergence per point)."""
 SAMPLES = 2000
-TOKEN_SAMPLES = 20_000
+TOKEN_SAMPLES = 10_000
 """Pairs in each joint histogram of a two-token run."""
 DENSITY_TOLERANCE = 1e-3
 """Absolute and relative tolerance of an adaptive ODE solve for the density panel (the

@@ -147,6 +147,14 @@ def summarize_run(run: Path, label: str) -> RunSummary:
         error = evaluation.get("nll_se")
         spread = f" \u00b1 {error:.4f}" if _finite(error) else ""
         metrics["test NLL (nats)"] = f"{evaluation['nll']:.4f}{spread}"
+    if _finite(evaluation.get("nll_bound")):
+        error = evaluation.get("nll_bound_se")
+        spread = f" \u00b1 {error:.4f}" if _finite(error) else ""
+        metrics["test NLL bound (nats, an upper bound)"] = f"{evaluation['nll_bound']:.4f}{spread}"
+    if "bits_per_token" in evaluation:
+        metrics["bits/token"] = _format(evaluation["bits_per_token"])
+    if "joint_tv" in evaluation:
+        metrics["samples' total variation to the exact joint"] = _format(evaluation["joint_tv"])
     if "kl" in evaluation:
         metrics["KL to the true density (nats)"] = _format(evaluation["kl"])
     if "bpd" in evaluation:
