@@ -83,3 +83,20 @@ def test_the_builder_refuses_inconsistent_options():
     model = pushforward.build("dfm", features=12, vocab=3, width=32, depth=1, heads=2)
     assert type(model.network).__name__ == "TokenTransformer"
     assert model.sample(3, steps=2).shape == (3, 12)
+
+
+def test_the_exact_likelihood_keeps_each_rows_context_and_solves_repeats_once():
+    torch.manual_seed(0)
+    model = pushforward.build("dfm", features=3, vocab=3, context=1, hidden=[16]).double()
+    x = torch.tensor([[0, 1, 2], [0, 1, 2], [2, 2, 0]])
+    c = torch.tensor([[0.0], [3.0], [3.0]], dtype=torch.float64)
+    with torch.no_grad():
+        together = model.log_prob(x, c, exact=True)
+        alone = torch.cat(
+            [model.log_prob(x[i : i + 1], c[i : i + 1], exact=True) for i in range(3)]
+        )
+        torch.testing.assert_close(together, alone)
+        assert float((together[0] - together[1]).abs()) > 1e-6  # the context matters
+        unconditional = pushforward.build("dfm", features=3, vocab=3, hidden=[16]).double()
+        repeated = unconditional.log_prob(x[[0, 0, 2, 0]], exact=True)
+        assert float(repeated[0]) == float(repeated[1]) == float(repeated[3])

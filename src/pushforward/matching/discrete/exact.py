@@ -63,6 +63,7 @@ def exact_log_prob(
     *,
     steps: int = 64,
     dtype: torch.dtype | None = None,
+    shared: bool = True,
 ) -> Tensor:
     r"""The log-likelihood of ``x1: (batch, L)`` under the model's continuous-time sampler.
 
@@ -75,6 +76,8 @@ def exact_log_prob(
         steps: RK4 steps in :math:`\\kappa` (masked); the uniform path takes twice as many
             in :math:`\\sigma`, and at least :math:`20 L` for stability.
         dtype: the float dtype of the master equation (default: torch's default).
+        shared: whether every row has the same context, so that equal sequences are
+            solved once; ``False`` keeps each row (its ``rows`` index) apart.
 
     Returns:
         ``(batch,)`` :math:`\log p_\theta(x_1)`.
@@ -85,12 +88,32 @@ def exact_log_prob(
     dtype = torch.get_default_dtype() if dtype is None else dtype
     length = x1.shape[1]
     if isinstance(source, MaskedSource):
-        if x1.shape[0] * 2**length > MAX_STATES * 8 or 2**length > MAX_STATES:
+        if 2**length > MAX_STATES:
             raise ValueError(
-                f"exact=True enumerates {2**length} maskings of each of {x1.shape[0]} "
-                "sequences; that is too many (use the bound, or fewer or shorter sequences)"
+                f"exact=True enumerates the {2**length} maskings of each sequence, more than "
+                f"{MAX_STATES}; use the bound (the default)"
             )
-        return _masked(posterior, x1, scheduler, vocab, steps, dtype)
+        # Each distinct sequence once (unless rows have their own contexts), in chunks of
+        # at most MAX_STATES enumerated states.
+        index = torch.arange(x1.shape[0], device=x1.device)
+        if shared:
+            x1, inverse = torch.unique(x1, dim=0, return_inverse=True)
+            index = torch.arange(x1.shape[0], device=x1.device)
+        chunk = max(1, MAX_STATES // 2**length)
+        pieces = [
+            _masked(
+                posterior,
+                x1[start : start + chunk],
+                index[start : start + chunk],
+                scheduler,
+                vocab,
+                steps,
+                dtype,
+            )
+            for start in range(0, x1.shape[0], chunk)
+        ]
+        result = torch.cat(pieces)
+        return result[inverse] if shared else result
     if vocab**length > MAX_STATES:
         raise ValueError(
             f"exact=True enumerates {vocab}^{length} states, more than {MAX_STATES}; "
@@ -118,6 +141,7 @@ def _rk4(
 def _masked(
     posterior: RowPosterior,
     x1: Tensor,
+    index: Tensor,
     scheduler: KappaScheduler,
     vocab: int,
     steps: int,
@@ -130,7 +154,7 @@ def _masked(
     masked = (codes[:, None] & bits[None, :]) != 0  # (2^L, L): True where masked
     states = torch.where(masked[None], torch.full_like(x1[:, None, :], vocab), x1[:, None, :])
     flat_states = states.reshape(-1, length)
-    rows = torch.arange(n, device=device).repeat_interleave(2**length)
+    rows = index.repeat_interleave(2**length)
     # The state with position i masked as well, for each unmasked position i.
     parent = codes[:, None] | bits[None, :]
     unmasked = ~masked

@@ -239,6 +239,7 @@ class DiscreteFlowMatching(TokenModel):
                 self.source,
                 self.vocab_size,
                 dtype=dtype,
+                shared=shared,
             )
         return self.bound(x, context, options).value
 
