@@ -462,6 +462,7 @@ abstract base or a wrapper that cannot stand alone belongs here, with why.
 # network passes per point; ``sample_and_log_prob`` and ``log_prob`` share it.
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "dfm": {"vocab": 3, "hidden": [16], "steps": 8, "draws": 4},
+    "simplex-fm": {"vocab": 3, "hidden": [16], "steps": 8},
     "nsf": {"transforms": 3, "hidden": [16, 16]},
     "nsf-ar": {"transforms": 3, "hidden": [16, 16]},
     "maf": {"transforms": 3, "hidden": [16, 16]},

@@ -60,25 +60,10 @@ def evaluate_tokens(
             f"the context has {context.shape[0]} rows but the data has {x.shape[0]}; "
             "pass one row per data row, or a single row"
         )
-    exact = bool(options.get("exact", False))
-    pieces = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for start in range(0, x.shape[0], EVAL_BATCH):
-            chunk = context
-            if context is not None and context.shape[0] != 1:
-                chunk = context[start : start + EVAL_BATCH]
-            pieces.append(model.log_prob(x[start : start + EVAL_BATCH], chunk, **options))
-    nll = -torch.cat(pieces).double()
-    rows = int(nll.numel())
-    key = "nll" if exact else "nll_bound"
-    result: dict[str, Any] = {
-        key: float(nll.mean()),
-        key + "_se": float(nll.std() / math.sqrt(rows)) if rows > 1 else 0.0,
-        "bits_per_token": float(bits_per_token(float(nll.mean()), len(model.vocab))),
-        "n": rows,
-        "data": tokens.source,
-    }
+    rows = int(x.shape[0])
+    result: dict[str, Any] = {"n": rows, "data": tokens.source}
+    if model.has_log_prob:
+        result.update(_likelihood(model, x, context, seed, options))
     if tokens.exact is not None:
         result["entropy"] = float(tokens.exact.entropy())
     samples = _samples(model, x.shape[0], context, seed, sampling)
@@ -91,6 +76,29 @@ def evaluate_tokens(
         result["joint_tv"] = float(joint_tv(samples, table))
         result["joint_tv_noise_floor"] = float(tv_noise_floor(table, rows, seed=seed))
     return result
+
+
+def _likelihood(
+    model: TokenModel, x: Tensor, context: Tensor | None, seed: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``nll_bound`` (or, with ``exact``, ``nll``), its standard error and ``bits_per_token``."""
+    exact = bool(options.get("exact", False))
+    pieces = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, x.shape[0], EVAL_BATCH):
+            chunk = context
+            if context is not None and context.shape[0] != 1:
+                chunk = context[start : start + EVAL_BATCH]
+            pieces.append(model.log_prob(x[start : start + EVAL_BATCH], chunk, **options))
+    nll = -torch.cat(pieces).double()
+    rows = int(nll.numel())
+    key = "nll" if exact else "nll_bound"
+    return {
+        key: float(nll.mean()),
+        key + "_se": float(nll.std() / math.sqrt(rows)) if rows > 1 else 0.0,
+        "bits_per_token": float(bits_per_token(float(nll.mean()), len(model.vocab))),
+    }
 
 
 def _samples(

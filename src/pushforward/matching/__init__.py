@@ -90,10 +90,12 @@ __all__ = [
     "ot_assignment",
     "regression_target",
     "sample_times",
+    "simplex",
     "sinkhorn_coupling",
     "sinkhorn_plan",
     "time_density",
 ]
 
-# Registers ``dfm``; imported last because its model builds on the shared pieces above.
-from pushforward.matching import discrete
+# Register ``dfm`` and ``simplex-fm``; imported last because their models build on the
+# shared pieces above.
+from pushforward.matching import discrete, simplex
