@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from pushforward.data.tokens import check_tokens
@@ -72,6 +73,11 @@ class TokenModel(Model):
     def vocab_size(self) -> int:
         """The largest vocabulary of any position: the width of the model's token axis."""
         return max(self.vocab)
+
+    def _float_dtype(self) -> torch.dtype:
+        """The dtype of the model's parameters (the default dtype before it has any)."""
+        reference = self._reference()
+        return torch.get_default_dtype() if reference is None else reference.dtype
 
     def check_input(self, x: Tensor, match_dtype: bool = True) -> Tensor:
         """Checks that ``x`` is an integer tensor ``(batch, L)`` of tokens in the vocabulary.

@@ -24,6 +24,7 @@ from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, re
 from pushforward.matching.path import AffinePath
 from pushforward.matching.schedulers import CondOTScheduler, Scheduler
 from pushforward.matching.time_sampling import TIME_SAMPLERS, TimeSampler, make_time_sampler
+from pushforward.nn.velocity import flagged_context
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
@@ -178,11 +179,7 @@ class FlowMatching(CoupledVelocityModel):
 
     def _network_context(self, context: Tensor | None, keep: Tensor | None) -> Tensor | None:
         """The context as the network sees it: with a presence flag when guidance is on."""
-        if context is None or not self.guided:
-            return context
-        if keep is None:
-            keep = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
-        return torch.cat([context * keep, keep], dim=1)
+        return flagged_context(context, keep, self.guided)
 
     def prediction(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
         """The raw network output at ``x: (batch, *event)`` and times ``t: (batch,)``."""

@@ -334,3 +334,23 @@ class VelocityMLP(nn.Module):
             f"features={self.features}, context={self.context}, hidden={self.hidden}, "
             f"residual={self.residual}"
         )
+
+
+def flagged_context(context: Tensor | None, keep: Tensor | None, guided: bool) -> Tensor | None:
+    """The context as a guidance-trained network sees it: ``[context * keep, keep]``.
+
+    Classifier-free guidance (Ho & Salimans 2022) drops the context in training; the
+    network then takes a presence flag after it, 1 where the context is kept (``keep``
+    ``None``: kept everywhere) and 0 where it is dropped (the context zeroed).
+
+    Args:
+        context: ``(batch, features)`` or None.
+        keep: ``(batch, 1)`` flags of 0 and 1 in the context's dtype, or None.
+        guided: whether the network was built with the flag; if not, ``context`` is
+            returned as it is.
+    """
+    if context is None or not guided:
+        return context
+    if keep is None:
+        keep = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
+    return torch.cat([context * keep, keep], dim=1)

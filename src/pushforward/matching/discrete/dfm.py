@@ -26,6 +26,50 @@ DFM_TRAIN_DEFAULTS = {"lr": 1e-3}
 """The peak learning rate ``pushforward train`` uses for ``dfm``."""
 
 
+def token_network(
+    network: str,
+    states: int,
+    vocab: int,
+    length: int,
+    context: int,
+    context_dropout: float,
+    hidden: Sequence[int],
+    width: int,
+    depth: int,
+    heads: int,
+) -> nn.Module:
+    """The denoiser network of a token model, shared by ``dfm`` and ``simplex-fm``.
+
+    Args:
+        network: ``auto`` (the MLP for up to :data:`MLP_LENGTH` positions), ``mlp`` or
+            ``transformer``.
+        states: values an input position can take (``vocab + 1`` with a mask token).
+        vocab: real tokens, the width of the output.
+        length: sequence length ``L``.
+        context: context size; a network trained for guidance
+            (``context_dropout > 0``) takes a presence flag after the context.
+        hidden: the MLP's hidden widths.
+        width, depth, heads: the transformer's width, blocks and attention heads.
+    """
+    flagged = context + (1 if float(context_dropout) > 0 and context else 0)
+    kind = choice("network", network, NETWORKS)
+    if kind == "auto":
+        kind = "mlp" if length <= MLP_LENGTH else "transformer"
+    if kind == "mlp":
+        return OneHotMLP(
+            states, vocab, length, context_features=flagged, hidden=hidden_widths(hidden)
+        )
+    return TokenTransformer(
+        states,
+        vocab,
+        length,
+        context_features=flagged,
+        width=positive_int("width", width),
+        depth=positive_int("depth", depth),
+        heads=positive_int("heads", heads),
+    )
+
+
 @register("dfm", train=DFM_TRAIN_DEFAULTS, data="tokens")
 def discrete_flow_matching(
     features: int,
@@ -77,26 +121,9 @@ def discrete_flow_matching(
     kappa = make_kappa_scheduler(scheduler, **options)
     top = max(sizes_of)
     states = source.states(top)
-    # A network trained for guidance takes a context-presence flag after the context.
-    flagged = context + (1 if float(context_dropout) > 0 and context else 0)
-    kind = choice("network", network, NETWORKS)
-    if kind == "auto":
-        kind = "mlp" if length <= MLP_LENGTH else "transformer"
-    denoiser: nn.Module
-    if kind == "mlp":
-        denoiser = OneHotMLP(
-            states, top, length, context_features=flagged, hidden=hidden_widths(hidden)
-        )
-    else:
-        denoiser = TokenTransformer(
-            states,
-            top,
-            length,
-            context_features=flagged,
-            width=positive_int("width", width),
-            depth=positive_int("depth", depth),
-            heads=positive_int("heads", heads),
-        )
+    denoiser = token_network(
+        network, states, top, length, context, context_dropout, hidden, width, depth, heads
+    )
     return DiscreteFlowMatching(
         denoiser,
         sizes_of,

@@ -42,6 +42,7 @@ from pushforward.matching.discrete.path import (
 )
 from pushforward.matching.discrete.sampler import ctmc_sample
 from pushforward.matching.discrete.schedulers import KappaScheduler
+from pushforward.nn.velocity import flagged_context
 from pushforward.options import choice, finite, positive_int, unit_interval
 from pushforward.token_model import TokenModel
 
@@ -120,19 +121,11 @@ class DiscreteFlowMatching(TokenModel):
         remainder = torch.tensor(1.0 - LAST_TRAINING_REMAINDER, dtype=torch.float64)
         self.last_training_time = float(scheduler.time(remainder))
 
-    def _float_dtype(self) -> torch.dtype:
-        reference = self._reference()
-        return torch.get_default_dtype() if reference is None else reference.dtype
-
     # -- the denoiser -------------------------------------------------------------
 
     def _network_context(self, context: Tensor | None, keep: Tensor | None) -> Tensor | None:
         """The context as the network sees it: with a presence flag when guidance is on."""
-        if context is None or not self.guided:
-            return context
-        if keep is None:
-            keep = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
-        return torch.cat([context * keep, keep], dim=1)
+        return flagged_context(context, keep, self.guided)
 
     def _logits(self, x_t: Tensor, t: Tensor, context: Tensor | None) -> Tensor:
         logits = self.network(x_t, t, context)

@@ -44,6 +44,7 @@ from pushforward.matching.simplex.path import (
     sample_source,
     sphere_euler,
 )
+from pushforward.nn.velocity import flagged_context
 from pushforward.options import choice, positive_int, unit_interval
 from pushforward.token_model import TokenModel
 
@@ -100,19 +101,11 @@ class SimplexFlowMatching(TokenModel):
         self.register_buffer("valid", valid, persistent=False)
         self.has_invalid = not bool(valid.all())
 
-    def _float_dtype(self) -> torch.dtype:
-        reference = self._reference()
-        return torch.get_default_dtype() if reference is None else reference.dtype
-
     # -- the network ------------------------------------------------------------------
 
     def _network_context(self, context: Tensor | None, keep: Tensor | None) -> Tensor | None:
         """The context as the network sees it: with a presence flag when guidance is on."""
-        if context is None or not self.guided:
-            return context
-        if keep is None:
-            keep = torch.ones(context.shape[0], 1, dtype=context.dtype, device=context.device)
-        return torch.cat([context * keep, keep], dim=1)
+        return flagged_context(context, keep, self.guided)
 
     def _output(self, s_t: Tensor, t: Tensor, context: Tensor | None) -> Tensor:
         """Masked logits (``denoiser``) or the tangent velocity (``velocity``)."""

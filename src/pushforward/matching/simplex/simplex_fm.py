@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
-
-from pushforward.matching.discrete.dfm import MLP_LENGTH, NETWORKS
+from pushforward.matching.discrete.dfm import token_network
 from pushforward.matching.simplex.model import SimplexFlowMatching
-from pushforward.nn.one_hot_mlp import OneHotMLP
-from pushforward.nn.token_transformer import TokenTransformer
-from pushforward.options import choice, hidden_widths, positive_int, sizes
+from pushforward.options import sizes
 from pushforward.registry import register
 from pushforward.token_model import vocab_option
 
@@ -56,25 +52,9 @@ def simplex_flow_matching(
     length, context = sizes(features, context)
     sizes_of = vocab_option(vocab if isinstance(vocab, int) else list(vocab), length)
     top = max(sizes_of)
-    flagged = context + (1 if float(context_dropout) > 0 and context else 0)
-    kind = choice("network", network, NETWORKS)
-    if kind == "auto":
-        kind = "mlp" if length <= MLP_LENGTH else "transformer"
-    denoiser: nn.Module
-    if kind == "mlp":
-        denoiser = OneHotMLP(
-            top, top, length, context_features=flagged, hidden=hidden_widths(hidden)
-        )
-    else:
-        denoiser = TokenTransformer(
-            top,
-            top,
-            length,
-            context_features=flagged,
-            width=positive_int("width", width),
-            depth=positive_int("depth", depth),
-            heads=positive_int("heads", heads),
-        )
+    denoiser = token_network(
+        network, top, top, length, context, context_dropout, hidden, width, depth, heads
+    )
     return SimplexFlowMatching(
         denoiser,
         sizes_of,
