@@ -1,12 +1,23 @@
 """Manifolds: the maths of their points, tangent vectors and geodesics.
 
-For now the sphere's maths as pure functions (:mod:`pushforward.geometry.sphere`),
-which the simplex's flow matching uses through the square-root map.
+:class:`Manifold` objects (:class:`Euclidean`, :class:`Sphere`, :class:`FlatTorus`,
+:class:`SO3` and their :class:`Product`), built by name with :func:`make_manifold`, and
+the sphere's maths as pure functions, which the simplex's flow matching also uses.
 """
 
 from __future__ import annotations
 
+from pushforward.geometry.manifold import Euclidean, GeodesicPoint, Manifold, Product
+from pushforward.geometry.names import MANIFOLDS, make_manifold
+from pushforward.geometry.so3 import (
+    SO3,
+    canonical_quaternion,
+    quaternion_multiply,
+    quaternion_to_matrix,
+    rotation_angle,
+)
 from pushforward.geometry.sphere import (
+    Sphere,
     geodesic,
     sphere_distance,
     sphere_exp,
@@ -14,12 +25,27 @@ from pushforward.geometry.sphere import (
     sphere_project,
     sphere_tangent,
 )
+from pushforward.geometry.torus import FlatTorus, wrap_angle
 
 __all__ = [
+    "MANIFOLDS",
+    "SO3",
+    "Euclidean",
+    "FlatTorus",
+    "GeodesicPoint",
+    "Manifold",
+    "Product",
+    "Sphere",
+    "canonical_quaternion",
     "geodesic",
+    "make_manifold",
+    "quaternion_multiply",
+    "quaternion_to_matrix",
+    "rotation_angle",
     "sphere_distance",
     "sphere_exp",
     "sphere_log",
     "sphere_project",
     "sphere_tangent",
+    "wrap_angle",
 ]

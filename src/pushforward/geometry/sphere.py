@@ -1,5 +1,6 @@
 r"""The unit sphere :math:`S^{d} \subset \mathbb{R}^{d+1}`: exponential and logarithm
-maps, geodesics, distances and projections, as pure functions on the last axis.
+maps, geodesics, distances and projections, as pure functions on the last axis, and
+the :class:`Sphere` manifold built on them.
 
 Points are unit vectors ``(..., d + 1)``; tangent vectors at ``x`` are the vectors
 orthogonal to it. Every function is finite, with finite gradients, at coincident
@@ -14,8 +15,12 @@ Manifolds (the sphere's exponential and logarithm maps).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+from pushforward.geometry.manifold import GeodesicPoint, Manifold, check_dimension
 
 SERIES_BELOW = 1e-4
 """Angles under which :math:`\\sin\\theta/\\theta` and :math:`\\theta/\\sin\\theta` are
@@ -143,3 +148,90 @@ def geodesic(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     point = torch.cos(angle) * x0 + t * _sinc(angle) * v
     velocity = -theta * torch.sin(angle) * x0 + torch.cos(angle) * v
     return point, velocity
+
+
+class Sphere(Manifold):
+    r"""The unit sphere :math:`S^d`, points as unit vectors ``(d + 1)`` with the round metric.
+
+    Its volume is :math:`|S^d| = 2\pi^{(d+1)/2} / \Gamma(\tfrac{d+1}{2})` (:math:`4\pi` for
+    :math:`S^2`), so the uniform density is :math:`-\log 4\pi` on :math:`S^2`, with respect
+    to the surface area.
+
+    Example:
+        >>> sphere = Sphere(2)
+        >>> x = torch.tensor([0.0, 0.0, 1.0])
+        >>> sphere.distance(x, sphere.exp(x, torch.tensor([0.5, 0.0, 0.0])))
+        tensor(0.5000)
+    """
+
+    name = "sphere"
+
+    def __init__(self, dim: int = 2) -> None:
+        self.dim = check_dimension(self.name, dim)
+        self.ambient = self.dim + 1
+
+    def exp(self, x: Tensor, v: Tensor) -> Tensor:
+        return sphere_exp(x, v)
+
+    def log(self, x: Tensor, y: Tensor) -> Tensor:
+        return sphere_log(x, y)
+
+    def distance(self, x: Tensor, y: Tensor) -> Tensor:
+        return sphere_distance(x, y)
+
+    def project(self, x: Tensor) -> Tensor:
+        return sphere_project(x)
+
+    def tangent(self, x: Tensor, v: Tensor) -> Tensor:
+        return sphere_tangent(x, v)
+
+    def geodesic(self, x0: Tensor, x1: Tensor, t: Tensor) -> GeodesicPoint:
+        point, velocity = geodesic(x0, x1, t[:, None])
+        return GeodesicPoint(point, velocity)
+
+    def log_volume(self) -> float:
+        half = (self.dim + 1) / 2
+        return math.log(2.0) + half * math.log(math.pi) - math.lgamma(half)
+
+    def random(
+        self,
+        n: int,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        # A standard normal vector's direction is uniform on the sphere.
+        z = torch.randn(n, self.ambient, dtype=dtype, device=device, generator=generator)
+        return sphere_project(z)
+
+    def _check_rows(self, x: Tensor, what: str, normalize: bool) -> Tensor:
+        return unit_rows(x, what, normalize, self.spec())
+
+    def coordinates(self) -> str:
+        return f"(unit vectors of R^{self.ambient})"
+
+
+UNIT_TOLERANCE = 1e-4
+"""How far a row's norm may be from 1 for it to count as a point of a sphere."""
+
+
+def unit_rows(x: Tensor, what: str, normalize: bool, manifold: str) -> Tensor:
+    """Rows ``x: (n, k)`` checked to be unit vectors (to :data:`UNIT_TOLERANCE`), or
+    normalised when ``normalize`` (zero rows are refused either way)."""
+    norms = x.norm(dim=-1)
+    if normalize:
+        zero = norms <= torch.finfo(x.dtype).tiny
+        if bool(zero.any()):
+            row = int(zero.nonzero()[0])
+            raise ValueError(f"{what} row {row} is zero and has no direction to normalise")
+        return x / norms[:, None]
+    bad = (norms - 1.0).abs() > UNIT_TOLERANCE
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{what} row {row} has norm {float(norms[row]):.6g}, but points of the {manifold} "
+            f"manifold are unit vectors (to {UNIT_TOLERANCE:g}); normalise the rows first "
+            "(--set normalize=true, or normalize=True in Python)"
+        )
+    return x
