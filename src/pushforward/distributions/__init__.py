@@ -15,6 +15,7 @@ from typing import Any
 
 from pushforward.distributions.base import Distribution
 from pushforward.distributions.empirical import Empirical
+from pushforward.distributions.manifold import ManifoldUniform
 from pushforward.distributions.normal import DiagonalNormal, StandardNormal
 from pushforward.distributions.student_t import StudentT
 from pushforward.distributions.torch_view import ModelDistribution
@@ -58,6 +59,7 @@ def make_base(name: str, event_shape: int | tuple[int, ...], **kwargs: Any) -> D
 
 
 __all__ = [
+    "ManifoldUniform",
     "BASES",
     "BoxUniform",
     "DiagonalNormal",

@@ -89,6 +89,7 @@ __all__ = [
     "minibatch_ot_coupling",
     "ot_assignment",
     "regression_target",
+    "riemannian",
     "sample_times",
     "simplex",
     "sinkhorn_coupling",
@@ -96,6 +97,6 @@ __all__ = [
     "time_density",
 ]
 
-# Register ``dfm`` and ``simplex-fm``; imported last because their models build on the
-# shared pieces above.
-from pushforward.matching import discrete, simplex
+# Register ``dfm``, ``simplex-fm`` and ``rfm``; imported last because their models build
+# on the shared pieces above.
+from pushforward.matching import discrete, riemannian, simplex

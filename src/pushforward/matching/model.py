@@ -293,18 +293,7 @@ class FlowMatching(CoupledVelocityModel):
         data = pairs.x1
         n = data.shape[0]
         t = self.time_sampler.sample(n, data)
-        if self._linear_velocity:
-            # The linear path's velocity target needs no scheduler call: the same
-            # numbers with less per-step overhead (the step of a small network is short).
-            # x_t = t x1 + (1 - slope t) x0 = x0 + t (x1 - slope x0), in two kernels.
-            slope = 1.0 - self.scheduler.sigma_min  # type: ignore[attr-defined]
-            tb = t.reshape(n, *([1] * (data.ndim - 1)))
-            target = torch.sub(pairs.x1, pairs.x0, alpha=slope)
-            x_t = torch.addcmul(pairs.x0, tb, target)
-        else:
-            sample = self.path.sample(pairs.x0, pairs.x1, t)
-            x_t = sample.x_t
-            target = regression_target(sample, self.parameterization)
+        x_t, target = self._path_point_and_target(pairs, t)
         keep = None
         if self.guided and pairs.context is not None:
             drop = torch.rand(n, 1, dtype=data.dtype, device=data.device) < self.context_dropout
@@ -317,6 +306,25 @@ class FlowMatching(CoupledVelocityModel):
             return error.square().mean()
         per_row = row_regression_loss(error, self.loss_kind)
         return self.loss_weighting(per_row, t, self.time_sampler).mean()
+
+    def _path_point_and_target(self, pairs: PairedBatch, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The path's point :math:`x_t` between ``pairs.x0`` and ``pairs.x1`` at times
+        ``t: (batch,)`` and the network's regression target there."""
+        data = pairs.x1
+        n = data.shape[0]
+        if self._linear_velocity:
+            # The linear path's velocity target needs no scheduler call: the same
+            # numbers with less per-step overhead (the step of a small network is short).
+            # x_t = t x1 + (1 - slope t) x0 = x0 + t (x1 - slope x0), in two kernels.
+            slope = 1.0 - self.scheduler.sigma_min  # type: ignore[attr-defined]
+            tb = t.reshape(n, *([1] * (data.ndim - 1)))
+            target = torch.sub(pairs.x1, pairs.x0, alpha=slope)
+            x_t = torch.addcmul(pairs.x0, tb, target)
+        else:
+            sample = self.path.sample(pairs.x0, pairs.x1, t)
+            x_t = sample.x_t
+            target = regression_target(sample, self.parameterization)
+        return x_t, target
 
     def solve(
         self,
@@ -354,7 +362,13 @@ class FlowMatching(CoupledVelocityModel):
             atol=self.atol if atol is None else atol,
             rtol=self.rtol if rtol is None else rtol,
             return_path=return_path,
+            step_hook=self._step_hook() if fixed else None,
         )
+
+    def _step_hook(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """What is applied to the state after each fixed step of :meth:`solve` (nothing
+        in Euclidean space; a projection onto a manifold for its subclasses)."""
+        return None
 
     def transport(self, x0: Tensor, context: Tensor | None = None, **options: Any) -> Tensor:
         r"""Pushes given source points ``x0`` through the flow, from t = 0 to t = 1.

@@ -103,6 +103,9 @@ class VelocityMLP(nn.Module):
         activation: name of the nonlinearity (see :mod:`pushforward.nn.mlp`).
         residual: use the residual variant.
         time_scale: the ``scale`` of the sinusoidal embedding (times are in [0, 1]).
+        outputs: size of the output when it differs from the input's (a network whose
+            input is a point's features and whose output a manifold turns into a tangent
+            vector); ``None`` for a vector field of ``x``.
     """
 
     def __init__(
@@ -115,10 +118,13 @@ class VelocityMLP(nn.Module):
         residual: bool = False,
         *,
         time_scale: float = 1000.0,
+        outputs: int | None = None,
     ) -> None:
         super().__init__()
         if int(features) < 1:
             raise ValueError(f"features must be positive, got {features}")
+        if outputs is not None and int(outputs) < 1:
+            raise ValueError(f"outputs must be positive, got {outputs}")
         if int(context) < 0:
             raise ValueError(f"context must be >= 0, got {context}")
         hidden = tuple(int(h) for h in hidden)
@@ -134,6 +140,7 @@ class VelocityMLP(nn.Module):
             )
         make_activation(activation)  # fail early on unknown names
         self.features = int(features)
+        self.outputs = self.features if outputs is None else int(outputs)
         self.context = int(context)
         self.hidden = hidden
         self.residual = bool(residual)
@@ -153,14 +160,14 @@ class VelocityMLP(nn.Module):
                 ConditionedResidualBlock(width, self.embedding_width, activation) for _ in hidden
             )
             self.output_activation = make_activation(activation)
-            self.output_layer = nn.Linear(width, self.features)
+            self.output_layer = nn.Linear(width, self.outputs)
         else:
             layers: list[nn.Module] = []
             width = self.features + self.embedding_width
             for size in hidden:
                 layers += [nn.Linear(width, size), make_activation(activation)]
                 width = size
-            layers.append(nn.Linear(width, self.features))
+            layers.append(nn.Linear(width, self.outputs))
             self.network = nn.Sequential(*layers)
 
     def embed(self, t: Tensor | float, context: Tensor | None, batch: int, like: Tensor) -> Tensor:
@@ -196,7 +203,8 @@ class VelocityMLP(nn.Module):
             context: ``(batch, context)`` (or one row, broadcast), or None.
 
         Returns:
-            ``(batch, *event)``, the velocity at ``(x, t)``.
+            ``(batch, *event)``, the velocity at ``(x, t)`` (``(batch, outputs)`` for a
+            network built with another output size).
         """
         flat = self._flat_input(x)
         batch = x.shape[0]
@@ -208,6 +216,8 @@ class VelocityMLP(nn.Module):
             out = self.output_layer(self.output_activation(h))
         else:
             out = self.network(torch.cat([flat, embedding], dim=-1))
+        if self.outputs != self.features:
+            return out
         return out.reshape(x.shape)
 
     def velocity_and_divergence(
@@ -246,6 +256,11 @@ class VelocityMLP(nn.Module):
         Returns:
             ``(velocity, divergence)``: ``(batch, *event)`` and ``(batch,)``.
         """
+        if self.outputs != self.features:
+            raise ValueError(
+                f"the network maps {self.features} inputs to {self.outputs} outputs: it is not "
+                "a vector field of its input and has no divergence"
+            )
         flat = self._flat_input(x)
         batch = x.shape[0]
         directions_per_pass(self.features, batch, chunk_size)  # a bad chunk_size fails here

@@ -163,8 +163,12 @@ def train_run(
     # Fitted in float64 on the training rows; the source has its own statistics, so
     # the flow works in standardised units at both ends.
     context_rows = None if context_values is None else context_values[train_rows]
-    if tokens:
-        # Tokens are never standardised; a context still is.
+    points = data_kind(name) == "points"
+    if points and source is not None:
+        raise ValueError(f"model {name!r} models points on a domain; --source applies to vectors")
+    if tokens or points:
+        # Tokens and points on a manifold or in a box are never standardised (a
+        # standardisation would move them off their domain); a context still is.
         preprocessing = Preprocessing(
             context=None if context_rows is None else Standardize.fitted(context_rows)
         )
@@ -181,6 +185,11 @@ def train_run(
             f"(pushforward {'distill' if name == 'distilled' else 'reflow'} RUN_DIR --out ...)"
         )
     trained.set_preprocessing(preprocessing)
+    if points:
+        # Rows off the domain are refused naming the first one; torus angles are wrapped.
+        reference = trained._reference()
+        dtype = values.dtype if reference is None else reference.dtype
+        values = trained.check_points(values.to(dtype))
     if source_values is not None:
         base = getattr(trained, "base", None)
         if not isinstance(base, Empirical):
