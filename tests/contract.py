@@ -463,8 +463,13 @@ abstract base or a wrapper that cannot stand alone belongs here, with why.
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "dfm": {"vocab": 3, "hidden": [16], "steps": 8, "draws": 4},
     "simplex-fm": {"vocab": 3, "hidden": [16], "steps": 8},
-    "rfm": {"manifold": "sphere", "hidden": [16], "time_embedding": 8, "likelihood_solver": "rk4",
-            "steps": 8},  # fmt: skip
+    "rfm": {
+        "manifold": "sphere",
+        "hidden": [16],
+        "time_embedding": 8,
+        "likelihood_solver": "rk4",
+        "steps": 8,
+    },
     "nsf": {"transforms": 3, "hidden": [16, 16]},
     "nsf-ar": {"transforms": 3, "hidden": [16, 16]},
     "maf": {"transforms": 3, "hidden": [16, 16]},

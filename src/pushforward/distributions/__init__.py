@@ -59,12 +59,12 @@ def make_base(name: str, event_shape: int | tuple[int, ...], **kwargs: Any) -> D
 
 
 __all__ = [
-    "ManifoldUniform",
     "BASES",
     "BoxUniform",
     "DiagonalNormal",
     "Distribution",
     "Empirical",
+    "ManifoldUniform",
     "ModelDistribution",
     "StandardNormal",
     "StudentT",

@@ -28,6 +28,7 @@ from pushforward.nn.velocity import flagged_context
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
+from pushforward.ode.solvers import StepHook
 from pushforward.options import choice, positive_int
 from pushforward.paired import PairedBatch
 
@@ -365,7 +366,7 @@ class FlowMatching(CoupledVelocityModel):
             step_hook=self._step_hook() if fixed else None,
         )
 
-    def _step_hook(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+    def _step_hook(self) -> StepHook | None:
         """What is applied to the state after each fixed step of :meth:`solve` (nothing
         in Euclidean space; a projection onto a manifold for its subclasses)."""
         return None

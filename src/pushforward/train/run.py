@@ -187,9 +187,12 @@ def train_run(
     trained.set_preprocessing(preprocessing)
     if points:
         # Rows off the domain are refused naming the first one; torus angles are wrapped.
+        check_points = getattr(trained, "check_points", None)
+        if not callable(check_points):
+            raise TypeError(f"model {name!r} models points but has no check_points method")
         reference = trained._reference()
         dtype = values.dtype if reference is None else reference.dtype
-        values = trained.check_points(values.to(dtype))
+        values = check_points(values.to(dtype))
     if source_values is not None:
         base = getattr(trained, "base", None)
         if not isinstance(base, Empirical):

@@ -3,8 +3,6 @@ the exact likelihood by the manifold's change of variables."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor
 
 from pushforward.distributions.manifold import ManifoldUniform
@@ -16,6 +14,7 @@ from pushforward.matching.schedulers import CondOTScheduler
 from pushforward.matching.time_sampling import TimeSampler
 from pushforward.nn.manifold_velocity import ManifoldVelocity
 from pushforward.ode.options import ODESampleOptions
+from pushforward.ode.solvers import State, StepHook
 from pushforward.paired import PairedBatch
 
 
@@ -113,11 +112,12 @@ class RiemannianFlowMatching(FlowMatching):
         # Geodesic paths: the Euclidean linear-path shortcut does not apply.
         self._linear_velocity = False
         self.normalize = bool(normalize)
+        self._manifold = network.manifold
 
     @property
     def manifold(self) -> Manifold:
         """The manifold the model's points live on."""
-        return self.network.manifold  # type: ignore[no-any-return]
+        return self._manifold
 
     def check_points(self, x: Tensor, normalize: bool | None = None) -> Tensor:
         """Rows ``x: (n, ambient)`` checked to be points of the manifold, canonicalised
@@ -137,10 +137,12 @@ class RiemannianFlowMatching(FlowMatching):
         point = self.manifold.geodesic(pairs.x0, pairs.x1, t)
         return point.x_t, point.dx_t
 
-    def _step_hook(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+    def _step_hook(self) -> StepHook | None:
         return self._project_state
 
-    def _project_state(self, t: Tensor, x: Tensor) -> Tensor:
+    def _project_state(self, t: Tensor, x: State) -> State:
+        if not isinstance(x, Tensor):
+            raise TypeError("the sampling state of a manifold flow is one tensor of points")
         return self.manifold.project(x)
 
     def _transport(self, x0: Tensor, context: Tensor | None, options: ODESampleOptions) -> Tensor:
