@@ -50,6 +50,13 @@ from pushforward.data.densities import (
 from pushforward.options import closest
 
 
+def check_sample_count(n: int) -> int:
+    """``n`` unchanged if it is a non-negative integer, else a ValueError in the user's words."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"the number of samples must be a non-negative integer, got {n!r}")
+    return n
+
+
 class Toy(ABC):
     """A named 2-D distribution: a seeded sampler and, where it exists, its exact density."""
 
@@ -58,10 +65,7 @@ class Toy(ABC):
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """``n`` independent samples, float64 ``(n, 2)``, the same for the same ``seed``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"the number of samples must be a non-negative integer, got {n!r}")
-        generator = torch.Generator().manual_seed(int(seed))
-        return self.sample_with(n, generator)
+        return self.sample_with(check_sample_count(n), torch.Generator().manual_seed(int(seed)))
 
     @abstractmethod
     def sample_with(self, n: int, generator: torch.Generator) -> Tensor:
@@ -95,7 +99,8 @@ def _randn(n: int, generator: torch.Generator) -> Tensor:
     return torch.randn(n, 2, generator=generator, dtype=torch.float64)
 
 
-def _branches(n: int, weights: tuple[float, ...], generator: torch.Generator) -> Tensor:
+def mixture_components(n: int, weights: tuple[float, ...], generator: torch.Generator) -> Tensor:
+    """``n`` component indices ``(n,)`` (int64) drawn with probabilities ``weights``."""
     probabilities = torch.tensor(weights, dtype=torch.float64)
     if n == 0:
         return torch.zeros(0, dtype=torch.long)
@@ -180,7 +185,7 @@ class NoisyCirclesToy(Toy):
 
     def sample_with(self, n: int, generator: torch.Generator) -> Tensor:
         radius = torch.tensor(self.radii, dtype=torch.float64)[
-            _branches(n, self.weights, generator)
+            mixture_components(n, self.weights, generator)
         ]
         angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
         circle = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
@@ -219,7 +224,7 @@ class NoisyCurveToy(Toy):
         r""":math:`\log q(t)` on ``interval``."""
 
     def sample_with(self, n: int, generator: torch.Generator) -> Tensor:
-        branch = _branches(n, self.branch_weights, generator)
+        branch = mixture_components(n, self.branch_weights, generator)
         t = self.latent_quantile(torch.rand(n, generator=generator, dtype=torch.float64))
         points = torch.empty(n, 2, dtype=torch.float64)
         for k in range(len(self.branch_weights)):
