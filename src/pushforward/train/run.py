@@ -14,7 +14,7 @@ from torch import Tensor
 from pushforward.data import Dataset
 from pushforward.distributions import Empirical
 from pushforward.model import Model
-from pushforward.registry import build, builder_for, data_kind
+from pushforward.registry import build, builder_for, data_kind, keywords
 from pushforward.serialization import save
 from pushforward.train.callbacks import Callback
 from pushforward.train.config import TrainingConfig, validation_split
@@ -141,6 +141,9 @@ def train_run(
         options["vocab"] = list(dataset.vocab)
     else:
         dataset = read_data(data, config.n, config.seed)
+    if data_kind(name) == "points" and dataset.domain is not None and "manifold" in keywords(name):
+        # A built-in set on a manifold names it, so the model need not be told.
+        options.setdefault("manifold", dataset.domain)
     # Images (n, C, H, W) are modelled as vectors of C*H*W values by the vector flows;
     # eval and sample reshape in and out.
     values = dataset.values.reshape(dataset.values.shape[0], -1)
