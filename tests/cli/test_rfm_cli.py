@@ -3,6 +3,7 @@ kept as they are (never standardised), and bad input exiting 2 with one line."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -86,3 +87,20 @@ def test_bad_manifold_input_exits_2_with_one_line(folder, tmp_path, capsys):
         error = capsys.readouterr().err.strip()
         assert message in error, (message, error)
         assert len(error.splitlines()) == 1, error
+
+
+@pytest.mark.parametrize(
+    ("data", "manifold"),
+    [("builtin:vmf-mixture", None), ("angles.npy", "torus"), ("builtin:rotation-mixture", None)],
+)
+def test_plot_draws_points_on_their_manifold(folder, tmp_path, data, manifold):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "run"
+    source = data if data.startswith("builtin:") else str(folder / data)
+    extra = ["--n", "1000"] if manifold is None else ["--set", f'manifold="{manifold}"']
+    argv = ["train", "--data", source, "--model", "rfm", "--out", str(out), *TINY, *extra]
+    assert main(argv) == 0
+    assert main(["plot", str(out)]) == 0
+    figure = (out / "samples.png").read_bytes()
+    assert figure.startswith(b"\x89PNG") and len(figure) > 10_000
+    assert base64.b64encode(figure).decode() in (out / "report.html").read_text()

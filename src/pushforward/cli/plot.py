@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 
+from pushforward.cli.plot_manifold import can_plot, plot_manifold
 from pushforward.cli.report import write_report
 from pushforward.data import load_dataset
 from pushforward.data.tokens import load_tokens
+from pushforward.geometry import Manifold
 from pushforward.model import Model
 from pushforward.train.run_directory import open_run, read_metrics
 
@@ -174,6 +176,12 @@ def _panels(data: torch.Tensor | None, samples: torch.Tensor) -> list[tuple[str,
     return ([] if data is None else [("data", data)]) + [("model samples", samples)]
 
 
+def _manifold_of(model: Model) -> Manifold | None:
+    """The manifold of a model of points that :func:`plot_manifold` can draw, else None."""
+    manifold = getattr(model, "manifold", None)
+    return manifold if isinstance(manifold, Manifold) and can_plot(manifold) else None
+
+
 def plot_run(directory: Path) -> list[Path]:
     """Writes ``loss.png``, for unconditional 2-D or image runs ``samples.png``, and
     ``report.html`` (the run's metrics, options and figures on one page) into the run
@@ -190,6 +198,15 @@ def plot_run(directory: Path) -> list[Path]:
         except (ValueError, OSError):
             pass  # the data file moved: plot the model alone
         written.append(plot_tokens(pyplot, directory, model, tokens, vocab))
+    elif model.context_features == 0 and _manifold_of(model) is not None:
+        data = None
+        try:
+            loaded = load_dataset(config["data"]["source"], n=SAMPLES).values
+            check_points = getattr(model, "check_points", model.check_input)
+            data = check_points(loaded.to(next(model.parameters()).dtype)).double()
+        except (ValueError, OSError):
+            pass  # the data file moved (or its rows need options): plot the model alone
+        written.append(plot_manifold(pyplot, directory, model, data))
     elif model.context_features == 0 and shape == [2]:
         data = None
         try:
