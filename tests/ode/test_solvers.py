@@ -256,3 +256,19 @@ def test_other_bad_inputs_are_errors() -> None:
         solve_ode(linear_field, torch.ones(2, 2, dtype=torch.long), [0.0, 1.0])
     with pytest.raises(ValueError, match="returned shapes"):
         solve_ode(lambda t, x: x[:, :1], X0, [0.0, 1.0], "euler", steps=2)
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun", "rk4"])
+def test_an_additive_advance_reproduces_the_plain_runge_kutta_steps(method):
+    # advance(y, increment) = y + increment is the plain method, summed in another order.
+    x0 = torch.tensor([[1.0, -0.5], [0.3, 2.0]], dtype=torch.float64)
+
+    def field(t, x):
+        return torch.stack([-x[:, 1] * (1 + t), x[:, 0]], dim=1)
+
+    plain = solve_ode(field, x0, [0.0, 1.0], method, steps=17).state
+    added = solve_ode(field, x0, [0.0, 1.0], method, steps=17,
+                      advance=lambda y, increment: y + increment).state  # fmt: skip
+    torch.testing.assert_close(added, plain, atol=1e-13, rtol=0)
+    with pytest.raises(ValueError, match="advance needs a fixed-step method"):
+        solve_ode(field, x0, [0.0, 1.0], "dopri5", advance=lambda y, increment: y + increment)

@@ -28,7 +28,7 @@ from pushforward.nn.velocity import flagged_context
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
-from pushforward.ode.solvers import StepHook
+from pushforward.ode.solvers import Advance, StepHook
 from pushforward.options import choice, positive_int
 from pushforward.paired import PairedBatch
 
@@ -339,11 +339,14 @@ class FlowMatching(CoupledVelocityModel):
         guidance: float = 1.0,
         time_grid: Sequence[float] | Tensor | None = None,
         return_path: bool = False,
+        advance: Advance | None = None,
     ) -> ODESolution:
         """Integrates the velocity field from source points ``x0: (n, *event)``.
 
         By default from :math:`t = 0` to 1 with this model's sampling solver; a
-        decreasing ``time_grid`` runs data back to the source. Returns the
+        decreasing ``time_grid`` runs data back to the source. ``advance`` replaces the
+        sums of a fixed-step method's stages (see
+        :func:`~pushforward.ode.solvers.runge_kutta_step`). Returns the
         :class:`~pushforward.ode.ODESolution` (final state, path when asked, and
         the number of network evaluations).
         """
@@ -364,6 +367,7 @@ class FlowMatching(CoupledVelocityModel):
             rtol=self.rtol if rtol is None else rtol,
             return_path=return_path,
             step_hook=self._step_hook() if fixed else None,
+            advance=advance,
         )
 
     def _step_hook(self) -> StepHook | None:

@@ -17,6 +17,10 @@ State = Tensor | tuple[Tensor, ...]
 VectorField = Callable[[Tensor, State], State]
 #: Called after each fixed step as ``hook(t, state) -> state`` (projection, reflection, ...).
 StepHook = Callable[[Tensor, State], State]
+Advance = Callable[[State, State], State]
+"""``advance(state, increment) -> state``: how a Runge-Kutta stage moves from a state."""
+TupleAdvance = Callable[[tuple[Tensor, ...], tuple[Tensor, ...]], tuple[Tensor, ...]]
+""":data:`Advance` on the tuple states of :func:`runge_kutta_step`."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,16 @@ def runge_kutta_step(
     dt: Tensor,
     state: tuple[Tensor, ...],
     tableau: ButcherTableau,
+    advance: TupleAdvance | None = None,
 ) -> tuple[Tensor, ...]:
     r"""One explicit Runge-Kutta step :math:`y' = y + h \sum_i b_i k_i` (:class:`ButcherTableau`).
 
-    References: Butcher (2016), Numerical Methods for Ordinary Differential Equations.
+    With ``advance`` every stage and the step are ``advance(y, h \sum_j a_{ij} k_j)``
+    instead of the sum: a step along a manifold's exponential map from ``y``, as in the
+    Runge-Kutta-Munthe-Kaas methods with the slopes taken in the tangent space at ``y``.
+
+    References: Butcher (2016), Numerical Methods for Ordinary Differential Equations;
+    Munthe-Kaas (1998), Runge-Kutta Methods on Lie Groups.
 
     Args:
         field: ``field(t, state) -> derivative`` on tuple states.
@@ -119,10 +129,13 @@ def runge_kutta_step(
         dt: the signed step :math:`h`, 0-dim (negative when integrating backward).
         state: the current state, a tuple of tensors.
         tableau: the method's coefficients.
+        advance: ``advance(state, increment) -> state`` on tuple states; ``None`` adds.
 
     Returns:
         The state at ``t + dt``, a tuple shaped like ``state``.
     """
+    if advance is not None:
+        return _advanced_step(field, t, dt, state, tableau, advance)
     slopes: list[tuple[Tensor, ...]] = []
     for c_i, a_i in zip(tableau.c, tableau.a, strict=True):
         stage = state
@@ -136,6 +149,30 @@ def runge_kutta_step(
         if b_i != 0.0:
             new_state = tuple(s + (b_i * dt) * k for s, k in zip(new_state, k_i, strict=True))
     return new_state
+
+
+def _advanced_step(
+    field: Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, ...]],
+    t: Tensor,
+    dt: Tensor,
+    state: tuple[Tensor, ...],
+    tableau: ButcherTableau,
+    advance: TupleAdvance,
+) -> tuple[Tensor, ...]:
+    """:func:`runge_kutta_step` with each stage reached by ``advance`` from ``state``."""
+
+    def combined(weights: Sequence[float], slopes: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+        total = tuple(torch.zeros_like(s) for s in state)
+        for weight, k in zip(weights, slopes, strict=False):
+            if weight != 0.0:
+                total = tuple(a + (weight * dt) * b for a, b in zip(total, k, strict=True))
+        return total
+
+    slopes: list[tuple[Tensor, ...]] = []
+    for c_i, a_i in zip(tableau.c, tableau.a, strict=True):
+        stage = state if not slopes else advance(state, combined(a_i, slopes))
+        slopes.append(field(t + c_i * dt, stage))
+    return advance(state, combined(tableau.b, slopes))
 
 
 def _as_tuple(state: State, name: str) -> tuple[Tensor, ...]:
@@ -194,6 +231,7 @@ def solve_ode(
     rtol: float = 1e-5,
     return_path: bool = False,
     step_hook: StepHook | None = None,
+    advance: Advance | None = None,
 ) -> ODESolution:
     r"""Solves :math:`dx/dt = f(t, x)`, :math:`x(t_0) = x_0`, over a time grid.
 
@@ -225,6 +263,9 @@ def solve_ode(
         step_hook: ``hook(t, state) -> state`` applied after each fixed step
             (to project onto a manifold or reflect into a domain); fixed-step
             methods only.
+        advance: ``advance(state, increment) -> state`` replacing the sum in every
+            stage and step of a fixed-step method (e.g. a manifold's exponential map,
+            see :func:`runge_kutta_step`); fixed-step methods only.
 
     Returns:
         An :class:`ODESolution`: the final state (shaped like ``x0``), the output
@@ -242,7 +283,19 @@ def solve_ode(
     def user_form(state: tuple[Tensor, ...]) -> State:
         return state[0] if tensor_state else state
 
+    stepper = None
+    if advance is not None:
+
+        def stepper(state: tuple[Tensor, ...], increment: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            moved = advance(user_form(state), user_form(increment))
+            return _as_tuple(moved, "the advance result")
+
     if method in ADAPTIVE_METHODS:
+        if advance is not None:
+            raise ValueError(
+                f"advance needs a fixed-step method ({', '.join(FIXED_STEP_METHODS)}); "
+                f"{method!r} chooses its own steps"
+            )
         if step_hook is not None:
             raise ValueError(
                 f"step_hook needs a fixed-step method ({', '.join(FIXED_STEP_METHODS)}); "
@@ -267,7 +320,7 @@ def solve_ode(
         path = [state]
         for k in range(times.numel() - 1):
             t, t_next = times[k], times[k + 1]
-            state = runge_kutta_step(field, t, t_next - t, state, tableau)
+            state = runge_kutta_step(field, t, t_next - t, state, tableau, stepper)
             if step_hook is not None:
                 state = _as_tuple(step_hook(t_next, user_form(state)), "the step_hook result")
             if return_path:

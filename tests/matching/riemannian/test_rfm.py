@@ -81,6 +81,16 @@ def test_the_sphere_likelihood_matches_the_closed_form_transport_of_the_uniform(
     angle = torch.acos((x0 @ mu).clamp(-1, 1))
     torch.testing.assert_close(torch.acos((x1 @ mu).clamp(-1, 1)), contracted_angle(angle),
                                atol=1e-6, rtol=0)  # fmt: skip
+    # Exponential-map steps converge to the same transport, at second order (the slopes
+    # are projected onto the tangent space, not corrected by the inverse of dexp).
+    errors = []
+    for steps in (25, 50):
+        with torch.no_grad():
+            moved = model.transport(x0, solver="rk4", steps=steps, step="exp")
+        torch.testing.assert_close(moved.norm(dim=-1), torch.ones(64, dtype=F64))
+        errors.append(float((moved - x1).norm(dim=-1).max()))
+    assert errors[1] < 1e-3
+    assert 3.0 < errors[0] / errors[1] < 5.0
     # ... along the great circle through mu: the same azimuth about it.
     normal = torch.linalg.cross(x0, mu.expand_as(x0))
     torch.testing.assert_close((x1 * normal).sum(-1), torch.zeros(64, dtype=F64), atol=1e-6,
@@ -208,9 +218,10 @@ def test_guided_samples_stay_on_the_manifold_and_products_work():
     context = torch.randn(64, 2)
     pushforward.fit(model, data, context, steps=5, batch_size=32, quiet=True, seed=0)
     for guidance in (0.0, 5.0):
-        for solver in ("euler", "rk4", "dopri5"):
+        for solver, step in (("euler", "projected"), ("rk4", "exp"), ("dopri5", "projected")):
             with torch.no_grad():
-                x = model.sample(50, context[0], guidance=guidance, solver=solver, steps=3)
+                x = model.sample(50, context[0], guidance=guidance, solver=solver, steps=3,
+                                 step=step)  # fmt: skip
             torch.testing.assert_close(model.check_points(x), x)
             torch.testing.assert_close(x[:, :3].norm(dim=-1), torch.ones(50))
             assert float(x[:, 3].abs().max()) <= math.pi
@@ -230,6 +241,10 @@ def test_bad_manifold_options_are_errors_in_the_users_words():
         model.log_prob(rows)
     normalised = model.check_points(rows, normalize=True)
     assert bool(torch.isfinite(model.log_prob(normalised)).all())
+    with pytest.raises(ValueError, match="step='exp' needs a fixed-step solver"):
+        model.sample(3, solver="dopri5", step="exp")
+    with pytest.raises(ValueError, match=r"option 'step' must be one of .*got 'expo'"):
+        model.sample(3, step="expo")
     with pytest.raises(TypeError, match="ManifoldVelocity"):
         RiemannianFlowMatching(torch.nn.Linear(3, 3))  # type: ignore[arg-type]
 

@@ -7,14 +7,18 @@ from torch import Tensor
 
 from pushforward.distributions.manifold import ManifoldUniform
 from pushforward.geometry import Manifold
+from pushforward.matching.coupled import final_state
 from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.losses import LossWeighting
 from pushforward.matching.model import FlowMatching
+from pushforward.matching.riemannian.options import MANIFOLD_STEPS, ManifoldSampleOptions
 from pushforward.matching.schedulers import CondOTScheduler
 from pushforward.matching.time_sampling import TimeSampler
 from pushforward.nn.manifold_velocity import ManifoldVelocity
+from pushforward.ode import FIXED_STEP_METHODS
 from pushforward.ode.options import ODESampleOptions
 from pushforward.ode.solvers import State, StepHook
+from pushforward.options import choice
 from pushforward.paired import PairedBatch
 
 
@@ -36,8 +40,9 @@ class RiemannianFlowMatching(FlowMatching):
     being embedded with the induced metric).
 
     Sampling integrates :math:`\dot x = v_\theta(x, t)` from the source with projected
-    Runge-Kutta steps (each fixed step followed by the projection onto the manifold;
-    adaptive solvers are projected at the end), and returns points on the manifold
+    Runge-Kutta steps (each fixed step followed by the projection onto the manifold),
+    exponential-map steps (``step="exp"``) or an adaptive solver (projected at the
+    end), and returns points on the manifold
     (unit vectors; angles in :math:`[-\pi, \pi)`; unit quaternions). ``log_prob`` is
     exact: the reversed ODE from the data to the source with
 
@@ -64,8 +69,16 @@ class RiemannianFlowMatching(FlowMatching):
         context_features: size of the context (0 for unconditional).
         normalize: accept rows of a sphere (or quaternions) that are not unit vectors and
             take their directions, instead of refusing them.
+        step: how a fixed-step solver moves: ``projected`` (each Runge-Kutta step in
+            the coordinates, then the projection onto the manifold) or ``exp`` (every
+            stage and step along the exponential map from the current point, the
+            slopes projected onto its tangent space: a Runge-Kutta-Munthe-Kaas scheme
+            without the inverse-dexp correction, so at most second-order accurate
+            whatever the tableau; ``projected`` keeps the tableau's order).
         Other arguments as for :class:`~pushforward.matching.model.FlowMatching`.
     """
+
+    sample_options = ManifoldSampleOptions
 
     def __init__(
         self,
@@ -85,6 +98,7 @@ class RiemannianFlowMatching(FlowMatching):
         divergence: str = "exact",
         probes: int = 1,
         normalize: bool = False,
+        step: str = "projected",
     ) -> None:
         if not isinstance(network, ManifoldVelocity):
             raise TypeError(
@@ -112,6 +126,7 @@ class RiemannianFlowMatching(FlowMatching):
         # Geodesic paths: the Euclidean linear-path shortcut does not apply.
         self._linear_velocity = False
         self.normalize = bool(normalize)
+        self.step = choice("step", step, MANIFOLD_STEPS)
         self._manifold = network.manifold
 
     @property
@@ -146,4 +161,24 @@ class RiemannianFlowMatching(FlowMatching):
         return self.manifold.project(x)
 
     def _transport(self, x0: Tensor, context: Tensor | None, options: ODESampleOptions) -> Tensor:
-        return self.manifold.project(super()._transport(x0, context, options))
+        step = getattr(options, "step", None) or self.step
+        method = options.solver or self.solver
+        if step == "exp" and method not in FIXED_STEP_METHODS:
+            raise ValueError(
+                f"step='exp' needs a fixed-step solver ({', '.join(FIXED_STEP_METHODS)}); "
+                f"{method!r} chooses its own steps"
+            )
+        solution = self.solve(
+            x0,
+            context,
+            solver=options.solver,
+            steps=options.steps,
+            guidance=options.guidance,
+            advance=self._exponential_step if step == "exp" else None,
+        )
+        return self.manifold.project(final_state(solution))
+
+    def _exponential_step(self, x: State, increment: State) -> State:
+        if not isinstance(x, Tensor) or not isinstance(increment, Tensor):
+            raise TypeError("the sampling state of a manifold flow is one tensor of points")
+        return self.manifold.exp(x, self.manifold.tangent(x, increment))

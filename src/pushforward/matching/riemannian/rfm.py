@@ -36,6 +36,7 @@ def riemannian_flow_matching(
     context_dropout: float = 0.0,
     solver: str = "rk4",
     steps: int = 20,
+    step: str = "projected",
     likelihood: LikelihoodOptions = DEFAULT_LIKELIHOOD,
 ) -> RiemannianFlowMatching:
     """Riemannian flow matching (Chen & Lipman 2024) on a manifold given by name.
@@ -59,8 +60,10 @@ def riemannian_flow_matching(
         hidden, residual, time_embedding, time_scale, activation: the velocity MLP.
         context_dropout: probability of dropping the context in training
             (classifier-free guidance; 0 disables it).
-        solver, steps: default sampling solver (projected fixed steps, or adaptive
-            and projected at the end) and steps.
+        solver, steps: default sampling solver (fixed steps, or adaptive and projected
+            at the end) and steps.
+        step: how fixed steps move: ``projected`` (a Runge-Kutta step in the
+            coordinates, then the projection) or ``exp`` (along the exponential map).
 
     Example:
         >>> import torch, pushforward
@@ -92,5 +95,6 @@ def riemannian_flow_matching(
         solver=solver,
         steps=steps,
         normalize=normalize,
+        step=step,
         **likelihood.model_options(features),
     )
