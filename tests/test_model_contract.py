@@ -8,7 +8,9 @@ Checked for every model: shapes of the protocol's answers, dtype and device
 following the inputs, float64 end to end, save/load identity, the agreement of
 ``sample_and_log_prob`` with ``log_prob`` on a model fresh out of ``build``, a
 density integrating to one on a 2-D grid (models with ``has_log_prob``), and
-errors on bad inputs. Models without a density skip only the density checks.
+errors on bad inputs. Models without a density skip only the density checks. A model
+whose data lie in a box (``tests.contract.DOMAINS``) is fed data from the box and has
+its density integrated over it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import pushforward
 from pushforward.model import Model
 from pushforward.registry import builder_for, data_kind, keywords
 from tests.contract import (
+    DENSITY_TOLERANCE,
+    DOMAINS,
     LOG_PROB_OPTIONS,
     LOSS_FUNCTIONS,
     SMALL_OPTIONS,
@@ -64,9 +68,25 @@ def make(
     return model
 
 
-def data(n: int, dtype: torch.dtype = torch.float64, device: str = "cpu", seed: int = 1) -> Tensor:
+def domain(case: str | None) -> tuple[float, float] | None:
+    """The box ``[low, high]^D`` the case's data must lie in, or ``None`` for all of R^D."""
+    return None if case is None else DOMAINS.get(registered_name(case))
+
+
+def data(
+    n: int,
+    dtype: torch.dtype = torch.float64,
+    device: str = "cpu",
+    seed: int = 1,
+    case: str | None = None,
+) -> Tensor:
+    """Standard normal rows, or uniform rows in the box of a case with a domain."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, FEATURES, generator=generator, dtype=dtype).to(device)
+    box = domain(case)
+    if box is None:
+        return torch.randn(n, FEATURES, generator=generator, dtype=dtype).to(device)
+    unit = torch.rand(n, FEATURES, generator=generator, dtype=dtype)
+    return (box[0] + (box[1] - box[0]) * unit).to(device)
 
 
 def contexts(n: int, dtype: torch.dtype = torch.float64, device: str = "cpu", seed: int = 2):
@@ -110,7 +130,7 @@ def test_a_direct_call_of_the_builder_stores_what_build_stores(name):
 @pytest.mark.parametrize("case", CASES)
 def test_shapes_dtype_and_device_follow_the_inputs(case, context, dtype, device):
     model = make(case, context, dtype, device)
-    x = data(12, dtype, device)
+    x = data(12, dtype, device, case=case)
     c = contexts(12, dtype, device) if context else None
     one_row = c[0] if c is not None else None
 
@@ -147,7 +167,7 @@ def test_float64_end_to_end(case):
     model = make(case, CONTEXT, torch.float32).double()
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert all(b.dtype == torch.float64 for b in model.buffers() if b.is_floating_point())
-    x, c = data(16), contexts(16)
+    x, c = data(16, case=case), contexts(16)
     model.train()
     loss = loss_of(case, model, x, c)
     assert loss.dtype == torch.float64
@@ -190,7 +210,7 @@ def test_reparameterised_samples_carry_gradients(case):
 @pytest.mark.parametrize("case", CASES)
 def test_save_and_load_give_identical_answers(case, dtype, tmp_path):
     model = make(case, CONTEXT, dtype, scale=0.2).eval()
-    model.initialize(data(64, dtype), contexts(64, dtype))
+    model.initialize(data(64, dtype, case=case), contexts(64, dtype))
     pushforward.save(model, tmp_path)
     loaded = pushforward.load(tmp_path)
     assert type(loaded) is type(model) and loaded.config == model.config
@@ -199,7 +219,7 @@ def test_save_and_load_give_identical_answers(case, dtype, tmp_path):
     saved, reloaded = model.state_dict(), loaded.state_dict()
     assert saved.keys() == reloaded.keys()
     assert all(torch.equal(saved[key], reloaded[key]) for key in saved)
-    x, c = data(10, dtype), contexts(10, dtype)
+    x, c = data(10, dtype, case=case), contexts(10, dtype)
     if model.has_log_prob:
         torch.testing.assert_close(loaded.log_prob(x, c), model.log_prob(x, c), atol=0, rtol=0)
     torch.manual_seed(5)
@@ -227,7 +247,7 @@ def test_sample_and_log_prob_agrees_with_log_prob_fresh_from_build(case, context
     # And with weights away from the start (initialised from data where a layer
     # waits for it), where the answers are not those of the base.
     randomize_(model, 0.3, torch.Generator().manual_seed(4))
-    model.initialize(data(64), contexts(64) if context else None)
+    model.initialize(data(64, case=case), contexts(64) if context else None)
     samples, log_prob = model.sample_and_log_prob(64, c)
     torch.testing.assert_close(model.log_prob(samples, c), log_prob, atol=1e-8, rtol=1e-8)
 
@@ -235,11 +255,16 @@ def test_sample_and_log_prob_agrees_with_log_prob_fresh_from_build(case, context
 # -- normalisation ---------------------------------------------------------------------------
 
 
-def assert_not_standard_normal(log_density: Callable[[Tensor], Tensor]) -> None:
-    """Guards the normalisation test against a model that stayed its base."""
-    x = data(2000, seed=6)
-    standard = -0.5 * x.square().sum(1) - math.log(2 * math.pi)
-    assert (log_density(x) - standard).abs().mean() > 0.05
+def assert_not_base(log_density: Callable[[Tensor], Tensor], case: str) -> None:
+    """Guards the normalisation test against a model that stayed its base (standard normal,
+    or uniform on the case's box)."""
+    x = data(2000, seed=6, case=case)
+    box = domain(case)
+    if box is None:
+        base = -0.5 * x.square().sum(1) - math.log(2 * math.pi)
+    else:
+        base = torch.full_like(x[:, 0], -FEATURES * math.log(box[1] - box[0]))
+    assert (log_density(x) - base).abs().mean() > 0.05
 
 
 # A 600-point grid on [-9, 9]^2 resolves the flows' spline kinks to 1e-3; the ODE
@@ -254,7 +279,7 @@ def test_density_integrates_to_one_on_a_2d_grid(case, context):
     model = make(case, context, seed=1).eval()
     if not model.has_log_prob:
         pytest.skip(f"{registered_name(case)} has no density (has_log_prob is False)")
-    model.initialize(data(256), contexts(256) if context else None)
+    model.initialize(data(256, case=case), contexts(256) if context else None)
     c = torch.tensor([0.7, -1.2], dtype=torch.float64) if context else None
     options = LOG_PROB_OPTIONS.get(registered_name(case), {})
 
@@ -262,10 +287,11 @@ def test_density_integrates_to_one_on_a_2d_grid(case, context):
         with torch.no_grad():
             return model.log_prob(points, c, **options)
 
-    assert_not_standard_normal(log_density)
+    assert_not_base(log_density, case)
     points = GRID_POINTS["flow" if isinstance(model, pushforward.Flow) else "ode"]
-    total = grid_integral_2d(log_density, -9.0, 9.0, points)
-    assert abs(total - 1.0) < 1e-3
+    low, high = domain(case) or (-9.0, 9.0)
+    total = grid_integral_2d(log_density, low, high, points)
+    assert abs(total - 1.0) < DENSITY_TOLERANCE.get(registered_name(case), 1e-3)
 
 
 # -- bad inputs --------------------------------------------------------------------------------
@@ -275,7 +301,7 @@ def test_density_integrates_to_one_on_a_2d_grid(case, context):
 def test_bad_inputs_are_errors_in_the_users_words(case):
     conditional = make(case, CONTEXT, torch.float32)
     unconditional = make(case, 0, torch.float32)
-    x, c = data(4, torch.float32), contexts(4, torch.float32)
+    x, c = data(4, torch.float32, case=case), contexts(4, torch.float32)
     answers: list[Callable[[Model, Tensor, Tensor | None], Any]] = [
         lambda model, x, c: loss_of(case, model, x, c)
     ]
