@@ -476,6 +476,14 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "iaf": {"transforms": 3, "hidden": [16, 16]},
     "realnvp": {"transforms": 3, "hidden": [16, 16]},
     "fm": {"hidden": [16], "time_embedding": 8, "likelihood_solver": "rk4", "steps": 8},
+    "reflected-fm": {
+        "hidden": [16],
+        "time_embedding": 8,
+        "likelihood_solver": "rk4",
+        "steps": 8,
+        "low": -1.0,
+        "high": 2.0,
+    },
     "meanflow": {
         "hidden": [16],
         "time_embedding": 8,

@@ -385,3 +385,66 @@ def test_velocity_mlp_trace_through_the_likelihood_matches_the_generic_path() ->
     generic = log_likelihood(velocity, x, standard_normal_log_prob, **options)
     torch.testing.assert_close(fast.log_prob, generic.log_prob, rtol=0, atol=1e-11)
     assert (fast.log_prob - standard_normal_log_prob(x)).abs().max() > 1e-3
+
+
+def linear_velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x @ A.T.to(x.dtype)
+
+
+def test_step_hook_maps_the_points_after_each_step_and_leaves_the_divergence() -> None:
+    # A linear field commutes with x -> -x, an isometry: negating after every step
+    # negates the base point once a step and changes no log-density.
+    x = pushed_gaussian().sample((5,))
+    calls = []
+
+    def negate(t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        calls.append(float(t))
+        return -points
+
+    plain = log_likelihood(linear_velocity, x, standard_normal_log_prob, method="rk4", steps=7)
+    hooked = log_likelihood(
+        linear_velocity, x, standard_normal_log_prob, method="rk4", steps=7, step_hook=negate
+    )
+    torch.testing.assert_close(hooked.base_point, -plain.base_point, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hooked.log_prob, plain.log_prob, atol=1e-12, rtol=0)
+    assert calls == pytest.approx([1 - k / 7 for k in range(1, 8)])
+
+
+def test_step_hook_folds_a_constant_flow_into_an_interval() -> None:
+    # dx/dt = 2 on [0, 1], integrated back from t = 1 with Euler steps of 1/4, each
+    # folded back into [0, 1]: x -> fold(x - 1/2) four times.
+    def fold(t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        phase = torch.remainder(points, 2.0)
+        return torch.where(phase <= 1, phase, 2 - phase)
+
+    def uniform_log_prob(z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(z.shape[0], dtype=z.dtype)
+
+    def constant_velocity(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(z, 2.0)
+
+    x = torch.tensor([[0.1], [0.45], [0.8]], dtype=F64)
+    result = log_likelihood(
+        constant_velocity, x, uniform_log_prob, method="euler", steps=4, step_hook=fold
+    )
+    expected = x
+    for _ in range(4):
+        expected = fold(torch.zeros(()), expected - 0.5)
+    torch.testing.assert_close(result.base_point, expected, atol=1e-15, rtol=0)
+    assert bool(((result.base_point >= 0) & (result.base_point <= 1)).all())
+    assert torch.equal(result.log_prob, torch.zeros(3, dtype=F64))
+
+
+def test_step_hook_needs_a_fixed_step_method() -> None:
+    x = pushed_gaussian().sample((2,))
+    with pytest.raises(ValueError, match="step_hook needs a fixed-step method"):
+        log_likelihood(linear_velocity, x, standard_normal_log_prob, step_hook=lambda t, z: z)
+    with pytest.raises(ValueError, match="step_hook must return points of shape"):
+        log_likelihood(
+            linear_velocity,
+            x,
+            standard_normal_log_prob,
+            method="euler",
+            steps=2,
+            step_hook=lambda t, z: z[:1],
+        )

@@ -1,5 +1,5 @@
 """Flow matching: probability paths and schedulers, parameterisations, couplings, time
-sampling, losses, and the registered ``fm`` model built from them."""
+sampling, losses, and the registered ``fm`` and ``reflected-fm`` models built from them."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pushforward.matching.model import FlowMatching
 from pushforward.matching.optimal_transport import ot_assignment, sinkhorn_plan
 from pushforward.matching.parameterization import PARAMETERIZATIONS, convert, regression_target
 from pushforward.matching.path import AffinePath, PathSample
+from pushforward.matching.reflected import ReflectedFlowMatching, reflected_flow_matching
 from pushforward.matching.schedulers import (
     SCHEDULERS,
     CondOTScheduler,
@@ -69,6 +70,7 @@ __all__ = [
     "PairedBatch",
     "PathSample",
     "PolynomialScheduler",
+    "ReflectedFlowMatching",
     "Scheduler",
     "SchedulerCoefficients",
     "SinkhornCoupling",
@@ -88,6 +90,7 @@ __all__ = [
     "make_time_sampler",
     "minibatch_ot_coupling",
     "ot_assignment",
+    "reflected_flow_matching",
     "regression_target",
     "riemannian",
     "sample_times",

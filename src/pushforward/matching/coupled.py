@@ -11,15 +11,19 @@ coupling costs something. Those with an instantaneous velocity
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
 from pushforward.matching.couplings import COUPLINGS, BatchCoupling, make_coupling
 from pushforward.model import Model
-from pushforward.ode import ODESolution
+from pushforward.ode import FIXED_STEP_METHODS, ODESolution
 from pushforward.ode.likelihood import DIVERGENCES, log_likelihood
 from pushforward.ode.options import SOLVERS, ODELogProbOptions
+from pushforward.ode.solvers import StepHook
 from pushforward.options import choice, positive_int
 from pushforward.paired import PairedBatch
 
@@ -153,6 +157,22 @@ def final_state(solution: ODESolution) -> Tensor:
     return solution.state
 
 
+Fold = Callable[[Tensor], Tensor]
+"""``fold(x) -> x``: ODE states mapped into a model's domain (a reflection into a box)."""
+
+
+def _fold_state(fold: Fold, t: Tensor, x: Tensor) -> Tensor:
+    return fold(x)
+
+
+def fold_step_hook(fold: Fold | None, method: str) -> StepHook | None:
+    """``fold`` as the step hook of a fixed-step solve (``None`` for an adaptive one, or
+    without a fold): the state is folded into the domain after every step."""
+    if fold is None or method not in FIXED_STEP_METHODS:
+        return None
+    return partial(_fold_state, fold)
+
+
 def zero_interval_velocity_and_divergence(
     network: nn.Module, x: Tensor, t: Tensor, context: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -237,6 +257,13 @@ class CoupledVelocityModel(CoupledModel):
         """The steps ``log_prob`` gives the solver ``method`` when asked for ``steps``."""
         raise NotImplementedError
 
+    def _domain_fold(self) -> Fold | None:
+        """The map of ODE states into the model's domain, applied after every fixed step
+        and to the end point of a solve (a reflected flow's fold into its box); ``None``
+        (the default) for a flow on all of :math:`\\mathbb R^D`. It must preserve volume,
+        since no log-determinant is added for it."""
+        return None
+
     def _log_prob(self, x: Tensor, context: Tensor | None, options: ODELogProbOptions) -> Tensor:
         """Log-density by the instantaneous change of variables; see the class docstring.
 
@@ -259,10 +286,16 @@ class CoupledVelocityModel(CoupledModel):
         # A network that traces its own Jacobian (VelocityMLP) beats the generic
         # forward-mode trace; other networks take the generic path.
         fast = kind == "exact" and callable(getattr(self.network, "velocity_and_divergence", None))
+        fold = self._domain_fold()
+
+        def base_log_prob(z: Tensor) -> Tensor:
+            # An adaptive solve is not folded step by step: its end point is folded here.
+            return self.base.log_prob(z if fold is None else fold(z))
+
         result = log_likelihood(
             field,
             x,
-            self.base.log_prob,
+            base_log_prob,
             method=method,
             steps=self._likelihood_steps(method, steps),
             atol=self.atol if atol is None else atol,
@@ -271,5 +304,6 @@ class CoupledVelocityModel(CoupledModel):
             probes=probes or self.probes,
             generator=generator,
             velocity_and_divergence=field_and_divergence if fast else None,
+            step_hook=fold_step_hook(fold, method),
         )
         return result.log_prob

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from pushforward.distributions import Distribution
 from pushforward.inference import resolve_options
-from pushforward.matching.coupled import CoupledVelocityModel, final_state
+from pushforward.matching.coupled import CoupledVelocityModel, final_state, fold_step_hook
 from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.losses import (
     LOSS_WEIGHTINGS,
@@ -28,7 +29,7 @@ from pushforward.nn.velocity import flagged_context
 from pushforward.ode import FIXED_STEP_METHODS, ODESolution, solve_ode
 from pushforward.ode.likelihood import DIVERGENCES as DIVERGENCES
 from pushforward.ode.options import SOLVERS, ODELogProbOptions, ODESampleOptions
-from pushforward.ode.solvers import Advance, StepHook
+from pushforward.ode.solvers import Advance, State
 from pushforward.options import choice, positive_int
 from pushforward.paired import PairedBatch
 
@@ -357,7 +358,8 @@ class FlowMatching(CoupledVelocityModel):
             return self.velocity(x, t, context, guidance)
 
         fixed = method in FIXED_STEP_METHODS
-        return solve_ode(
+        fold = self._domain_fold()
+        solution = solve_ode(
             field,
             x0,
             grid,
@@ -366,14 +368,16 @@ class FlowMatching(CoupledVelocityModel):
             atol=self.atol if atol is None else atol,
             rtol=self.rtol if rtol is None else rtol,
             return_path=return_path,
-            step_hook=self._step_hook() if fixed else None,
+            step_hook=fold_step_hook(fold, method),
             advance=advance,
         )
-
-    def _step_hook(self) -> StepHook | None:
-        """What is applied to the state after each fixed step of :meth:`solve` (nothing
-        in Euclidean space; a projection onto a manifold for its subclasses)."""
-        return None
+        if fold is None:
+            return solution
+        # Folded after each fixed step already; an adaptive solve's states are folded here.
+        path: list[State] | None = None
+        if solution.path is not None:
+            path = [fold(p) for p in solution.path if isinstance(p, Tensor)]
+        return replace(solution, state=fold(final_state(solution)), path=path)
 
     def transport(self, x0: Tensor, context: Tensor | None = None, **options: Any) -> Tensor:
         r"""Pushes given source points ``x0`` through the flow, from t = 0 to t = 1.

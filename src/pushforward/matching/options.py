@@ -67,18 +67,20 @@ def source_option(base: str, event_shape: tuple[int, ...], source_rows: int) -> 
 
 
 @dataclass(frozen=True)
-class NetworkOptions(OptionGroup):
-    r"""The velocity network :math:`v_\theta(x, t, c)` and the event and source it acts on.
+class VelocityNetworkOptions(OptionGroup):
+    r"""The velocity network :math:`v_\theta(x, t, c)` and the event it acts on.
 
     The defaults are a residual 4x256 MLP with a 32-wide sinusoidal time embedding of
     scale 10. The scale sets the highest frequency in time, and so how fast the field
     may vary along a solve: the diffusion convention (1000) made a 2-D field need about
     10x more adaptive steps (518 against 50 function evaluations on moons) for no
-    better fit (``bench/fm_quality.py``).
+    better fit (``bench/fm_quality.py``). A model whose source is fixed by its domain
+    (the uniform distribution on the box of ``reflected-fm``) takes these options;
+    :class:`NetworkOptions` adds the choice of a source.
 
     Example:
         >>> import torch
-        >>> options = NetworkOptions(hidden=(16, 16))
+        >>> options = VelocityNetworkOptions(hidden=(16, 16))
         >>> options.event_shape(4)
         (4,)
         >>> options.build_network(4, 0)(torch.zeros(3, 4), torch.zeros(3)).shape
@@ -91,11 +93,6 @@ class NetworkOptions(OptionGroup):
     shape: Sequence[int] | None = option(
         None, "event shape, e.g. ``[1, 8, 8]`` for images (default ``[features]``)."
     )
-    base: str = option(
-        "normal",
-        "source distribution name; ``empirical`` (with ``source_rows``) holds the rows of "
-        "a source data set, which has no density.",
-    )
     residual: bool = option(True, "residual blocks in the network.")
     time_embedding: int = option(
         32, "width of the sinusoidal time embedding (0: time is one raw input)."
@@ -103,23 +100,11 @@ class NetworkOptions(OptionGroup):
     time_scale: float = option(10.0, "times are multiplied by this before the sinusoids.")
     activation: str = option("silu", "nonlinearity of the network.")
 
-    leading: ClassVar[tuple[str, ...]] = ("hidden", "shape", "base")
+    leading: ClassVar[tuple[str, ...]] = ("hidden", "shape")
 
     def event_shape(self, features: int) -> tuple[int, ...]:
         """The ``shape`` option checked against ``features`` (default ``(features,)``)."""
         return event_shape_option(features, self.shape)
-
-    def source(self, event_shape: tuple[int, ...], source_rows: int | None = None) -> Distribution:
-        """The source distribution of events of ``event_shape``.
-
-        Args:
-            event_shape: the event shape (see :meth:`event_shape`).
-            source_rows: the ``source_rows`` option of builders that take one (stored
-                rows of an ``empirical`` base); ``None`` for the others.
-        """
-        if source_rows is None:
-            return make_base(self.base, event_shape)
-        return source_option(self.base, event_shape, source_rows)
 
     def build_network(self, features: int, context_width: int) -> nn.Module:
         """The velocity network ``(x, t, context) -> like x`` these options describe.
@@ -137,6 +122,38 @@ class NetworkOptions(OptionGroup):
             activation=self.activation,
             residual=bool(self.residual),
         )
+
+
+@dataclass(frozen=True)
+class NetworkOptions(VelocityNetworkOptions):
+    r"""The velocity network :math:`v_\theta(x, t, c)`, the event it acts on and the source.
+
+    :class:`VelocityNetworkOptions` and the source distribution's name.
+
+    Example:
+        >>> NetworkOptions(hidden=(16, 16)).source((4,)).event_shape
+        (4,)
+    """
+
+    base: str = option(
+        "normal",
+        "source distribution name; ``empirical`` (with ``source_rows``) holds the rows of "
+        "a source data set, which has no density.",
+    )
+
+    leading: ClassVar[tuple[str, ...]] = ("hidden", "shape", "base")
+
+    def source(self, event_shape: tuple[int, ...], source_rows: int | None = None) -> Distribution:
+        """The source distribution of events of ``event_shape``.
+
+        Args:
+            event_shape: the event shape (see :meth:`event_shape`).
+            source_rows: the ``source_rows`` option of builders that take one (stored
+                rows of an ``empirical`` base); ``None`` for the others.
+        """
+        if source_rows is None:
+            return make_base(self.base, event_shape)
+        return source_option(self.base, event_shape, source_rows)
 
 
 @dataclass(frozen=True)
@@ -211,6 +228,9 @@ class LikelihoodOptions(OptionGroup):
 
 DEFAULT_NETWORK = NetworkOptions()
 """The network options of a builder called with none given."""
+
+DEFAULT_VELOCITY_NETWORK = VelocityNetworkOptions()
+"""The network options, without a source, of a builder called with none given."""
 
 DEFAULT_TWO_TIME_NETWORK = TwoTimeNetworkOptions()
 """The two-time network options of a builder called with none given."""

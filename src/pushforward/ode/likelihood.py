@@ -15,7 +15,7 @@ from pushforward.ode.divergence import (
     hutchinson_divergence,
     make_probes,
 )
-from pushforward.ode.solvers import FIXED_STEP_METHODS, State, solve_ode
+from pushforward.ode.solvers import FIXED_STEP_METHODS, State, StepHook, solve_ode
 from pushforward.options import closest
 
 #: The divergence estimators :func:`log_likelihood` accepts.
@@ -102,6 +102,16 @@ def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
     return value
 
 
+def _hook_points(hook: StepHook, t: Tensor, state: State) -> State:
+    """``hook`` applied to the points of an augmented state ``(x, l)``, ``l`` left as it is."""
+    if not isinstance(state, tuple):
+        raise TypeError("expected the augmented state (points, log-density change)")
+    points = hook(t, state[0])
+    if not isinstance(points, Tensor) or points.shape != state[0].shape:
+        raise ValueError(f"step_hook must return points of shape {tuple(state[0].shape)}")
+    return (points, *state[1:])
+
+
 def log_likelihood(
     velocity: Velocity,
     x: Tensor,
@@ -119,6 +129,7 @@ def log_likelihood(
     t_base: float = 0.0,
     chunk_size: int | None = None,
     velocity_and_divergence: VelocityAndDivergence | None = None,
+    step_hook: StepHook | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of ``x`` under the pushforward of a base distribution by a velocity field.
 
@@ -165,6 +176,10 @@ def log_likelihood(
             it must agree with ``velocity``. Used for ``divergence="exact"`` in place
             of :func:`~pushforward.ode.divergence.exact_divergence` (``chunk_size``
             then does not apply); Hutchinson's estimator keeps using ``velocity``.
+        step_hook: ``hook(t, x) -> x`` applied to the points (not to the accumulated
+            divergence) after each fixed step, such as the reflection of a reflected
+            flow into its domain; it must preserve volume (an isometry), since
+            nothing enters the log-density for it. Fixed-step methods only.
 
     Returns:
         A :class:`LikelihoodResult` with ``log_prob: (batch,)``, the base point
@@ -198,6 +213,7 @@ def log_likelihood(
         steps=steps,
         atol=atol,
         rtol=rtol,
+        step_hook=None if step_hook is None else partial(_hook_points, step_hook),
     )
     base_point, log_density_change = solution.state
     base = base_log_prob(base_point)

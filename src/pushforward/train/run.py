@@ -141,9 +141,15 @@ def train_run(
         options["vocab"] = list(dataset.vocab)
     else:
         dataset = read_data(data, config.n, config.seed)
-    if data_kind(name) == "points" and dataset.domain is not None and "manifold" in keywords(name):
+    points = data_kind(name) == "points"
+    if points and dataset.domain in ("sphere", "torus", "so3") and "manifold" in keywords(name):
         # A built-in set on a manifold names it, so the model need not be told.
         options.setdefault("manifold", dataset.domain)
+    box = getattr(dataset.toy, "low", None), getattr(dataset.toy, "high", None)
+    if points and dataset.domain == "box" and "low" in keywords(name):
+        # A built-in set in a box names its bounds.
+        options.setdefault("low", [float(v) for v in torch.as_tensor(box[0]).reshape(-1)])
+        options.setdefault("high", [float(v) for v in torch.as_tensor(box[1]).reshape(-1)])
     # Images (n, C, H, W) are modelled as vectors of C*H*W values by the vector flows;
     # eval and sample reshape in and out.
     values = dataset.values.reshape(dataset.values.shape[0], -1)
@@ -166,7 +172,6 @@ def train_run(
     # Fitted in float64 on the training rows; the source has its own statistics, so
     # the flow works in standardised units at both ends.
     context_rows = None if context_values is None else context_values[train_rows]
-    points = data_kind(name) == "points"
     if points and source is not None:
         raise ValueError(f"model {name!r} models points on a domain; --source applies to vectors")
     if tokens or points:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from pushforward.distributions.manifold import ManifoldUniform
 from pushforward.geometry import Manifold
-from pushforward.matching.coupled import final_state
+from pushforward.matching.coupled import Fold, final_state
 from pushforward.matching.couplings import BatchCoupling
 from pushforward.matching.losses import LossWeighting
 from pushforward.matching.model import FlowMatching
@@ -17,7 +17,7 @@ from pushforward.matching.time_sampling import TimeSampler
 from pushforward.nn.manifold_velocity import ManifoldVelocity
 from pushforward.ode import FIXED_STEP_METHODS
 from pushforward.ode.options import ODESampleOptions
-from pushforward.ode.solvers import State, StepHook
+from pushforward.ode.solvers import State
 from pushforward.options import choice
 from pushforward.paired import PairedBatch
 
@@ -152,13 +152,11 @@ class RiemannianFlowMatching(FlowMatching):
         point = self.manifold.geodesic(pairs.x0, pairs.x1, t)
         return point.x_t, point.dx_t
 
-    def _step_hook(self) -> StepHook | None:
-        return self._project_state
-
-    def _project_state(self, t: Tensor, x: State) -> State:
-        if not isinstance(x, Tensor):
-            raise TypeError("the sampling state of a manifold flow is one tensor of points")
-        return self.manifold.project(x)
+    def _domain_fold(self) -> Fold | None:
+        # The projection onto the manifold after every fixed step and at the end of a
+        # solve; on the states of the likelihood's ODE it changes nothing the field sees,
+        # since the field depends on a point only through its projection.
+        return self.manifold.project
 
     def _transport(self, x0: Tensor, context: Tensor | None, options: ODESampleOptions) -> Tensor:
         step = getattr(options, "step", None) or self.step
