@@ -25,10 +25,17 @@ from pushforward.distributions.uniform import BoxUniform
 from pushforward.paired import PairedBatch
 from pushforward.transforms.autoregressive import MaskedAutoregressive
 from pushforward.transforms.base import Compose, Inverse, Transform
+from pushforward.transforms.circular import CircularAutoregressive, CircularCoupling
 from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
 from pushforward.transforms.elementwise import ElementwiseAffine, ElementwiseSpline, Logit, Sigmoid
 from pushforward.transforms.linear import LULinear
-from pushforward.transforms.maps import AffineMap, ElementwiseMap, RationalQuadraticSplineMap
+from pushforward.transforms.maps import (
+    AffineMap,
+    CircularRationalQuadraticSplineMap,
+    ElementwiseMap,
+    IntervalRationalQuadraticSplineMap,
+    RationalQuadraticSplineMap,
+)
 from pushforward.transforms.normalization import ActNorm, BatchNorm
 from pushforward.transforms.permutation import Permutation
 from pushforward.transforms.standardize import Standardize
@@ -209,6 +216,20 @@ def unit_inputs(
     return torch.rand(batch, features, generator=generator, dtype=dtype).clamp(0.02, 0.98)
 
 
+def angle_inputs(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Uniform angles in ``[-pi, pi)``, the torus's coordinates."""
+    return (2 * torch.rand(batch, features, generator=generator, dtype=dtype) - 1) * math.pi
+
+
+def interval_inputs(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Uniform rows in ``[-1, 1]``, an interval spline's domain."""
+    return 2 * torch.rand(batch, features, generator=generator, dtype=dtype) - 1
+
+
 def unstandardized(
     batch: int,
     features: int,
@@ -227,6 +248,14 @@ def standard_normal(dimension: int) -> Distribution:
 
 def unit_box(dimension: int) -> Distribution:
     return BoxUniform((dimension,), 0.0, 1.0).double()
+
+
+def torus_box(dimension: int) -> Distribution:
+    return BoxUniform((dimension,), -math.pi, math.pi).double()
+
+
+def symmetric_box(dimension: int) -> Distribution:
+    return BoxUniform((dimension,), -1.0, 1.0).double()
 
 
 @dataclass(frozen=True)
@@ -362,6 +391,33 @@ def _autoregressive(
     return _randomized(layer, dtype, scale, generator)
 
 
+def _circular_coupling(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    layer = CircularCoupling(
+        features,
+        CircularRationalQuadraticSplineMap(bins=5),
+        random_mask(features, generator),
+        hidden=(16, 16),
+        context=context,
+    )
+    return _randomized(layer, dtype, _conditioner_scale(dtype), generator)
+
+
+def _circular_autoregressive(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    order = torch.randperm(features, generator=generator)
+    map = CircularRationalQuadraticSplineMap(bins=5, parameterization="soft-clip")
+    layer = CircularAutoregressive(features, map, hidden=(16, 16), context=context, order=order)
+    return _randomized(layer, dtype, _conditioner_scale(dtype), generator)
+
+
+def _interval_coupling(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    map = IntervalRationalQuadraticSplineMap(bins=5, bound=1.0)
+    layer = Coupling(features, map, alternating_mask(features), hidden=(16, 16), context=context)
+    return _randomized(layer, dtype, _conditioner_scale(dtype), generator)
+
+
 def _inverse_autoregressive(features: int, context: int, dtype: torch.dtype) -> Transform:
     return Inverse(_autoregressive(features, context, dtype, map="spline"))
 
@@ -395,6 +451,10 @@ def _random_permutation(features: int, context: int, dtype: torch.dtype) -> Tran
     return Permutation.random(features, generator=_generator(features, context)).to(dtype)
 
 
+# Circle diffeomorphisms keep the torus, where the base is uniform; interval splines
+# keep [-1, 1]^d.
+TORUS = Grid(2, -math.pi, math.pi, 200, base=torus_box)
+SQUARE = Grid(2, -1.0, 1.0, 300, base=symmetric_box)
 # Sigmoid's forward squashes the real line into [0, 1], where its base is uniform.
 SQUASHED_LINE = Grid(1, -60.0, 60.0, 60_000, base=unit_box)
 UNIT_INTERVAL = Grid(1, 0.0, 1.0, 20_000)
@@ -435,6 +495,16 @@ TRANSFORMS: dict[str, TransformCase] = {
     "inverse-autoregressive-spline": TransformCase(
         _inverse_autoregressive, conditional=True, grid=PLANE
     ),
+    # Angles in [-pi, pi); the autoregressive case with the soft-clipped knots.
+    "circular-coupling": TransformCase(
+        _circular_coupling, angle_inputs, conditional=True, grid=TORUS
+    ),
+    "circular-autoregressive": TransformCase(
+        _circular_autoregressive, angle_inputs, conditional=True, grid=TORUS
+    ),
+    "coupling-interval-spline": TransformCase(
+        _interval_coupling, interval_inputs, conditional=True, grid=SQUARE
+    ),
     # Each layer's tails are swept on its own; stacked, rows 10x outside the bounds
     # would compound the layers' conditioning.
     "compose": TransformCase(_composition, normal_inputs, conditional=True, grid=PLANE),
@@ -457,7 +527,8 @@ abstract base or a wrapper that cannot stand alone belongs here, with why.
 
 # -- the models' small options ---------------------------------------------------------
 
-# Small, cheap options per registered name (features and context are the sweep's).
+# Small, cheap options per registered name (features and context are the sweep's, but
+# for a model of one size only, which names its features).
 # The ODE family scores with a fixed-step solver here, so a density costs a few
 # network passes per point; ``sample_and_log_prob`` and ``log_prob`` share it.
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
@@ -471,6 +542,9 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
         "steps": 8,
     },
     "nsf": {"transforms": 3, "hidden": [16, 16]},
+    "circular-nsf": {"transforms": 3, "hidden": [16], "bins": 4},
+    # S^2 only: its features are its own, not the sweep's.
+    "sphere-nsf": {"features": 3, "transforms": 4, "hidden": [16], "bins": 4},
     "nsf-ar": {"transforms": 3, "hidden": [16, 16]},
     "maf": {"transforms": 3, "hidden": [16, 16]},
     "iaf": {"transforms": 3, "hidden": [16, 16]},

@@ -2,11 +2,13 @@
 
 :class:`Manifold` objects (:class:`Euclidean`, :class:`Sphere`, :class:`FlatTorus`,
 :class:`SO3` and their :class:`Product`), built by name with :func:`make_manifold`, and
-the sphere's maths as pure functions, which the simplex's flow matching also uses.
+the sphere's maths as pure functions, which the simplex's flow matching also uses, with
+its area-preserving cylindrical coordinates.
 """
 
 from __future__ import annotations
 
+from pushforward.geometry.cylinder import cylinder_to_sphere, sphere_to_cylinder
 from pushforward.geometry.manifold import Euclidean, GeodesicPoint, Manifold, Product
 from pushforward.geometry.names import MANIFOLDS, make_manifold
 from pushforward.geometry.so3 import (
@@ -37,6 +39,7 @@ __all__ = [
     "Product",
     "Sphere",
     "canonical_quaternion",
+    "cylinder_to_sphere",
     "geodesic",
     "make_manifold",
     "quaternion_multiply",
@@ -47,5 +50,6 @@ __all__ = [
     "sphere_log",
     "sphere_project",
     "sphere_tangent",
+    "sphere_to_cylinder",
     "wrap_angle",
 ]

@@ -150,6 +150,10 @@ class MADE(nn.Module):
         activation: name of the nonlinearity (see :mod:`pushforward.nn.mlp`).
         zero_last: start the last layer at zero, so the parameters start at zero
             (the identity for every :class:`~pushforward.transforms.maps.ElementwiseMap`).
+        inputs_per_feature: columns of the input per feature, laid out in blocks of
+            ``D``: column ``b * D + j`` belongs to feature ``j`` and carries its degree
+            (an angle seen as its cosine and its sine takes two). The input is then
+            ``(B, D * inputs_per_feature)``; the outputs stay ``(B, D, P)``.
     """
 
     order: Tensor
@@ -165,8 +169,11 @@ class MADE(nn.Module):
         residual: bool = False,
         activation: str = "relu",
         zero_last: bool = True,
+        inputs_per_feature: int = 1,
     ) -> None:
         super().__init__()
+        if inputs_per_feature < 1:
+            raise ValueError(f"inputs_per_feature must be positive, got {inputs_per_feature}")
         if features < 1:
             raise ValueError(f"MADE needs at least one feature, got features={features}")
         if params_per_feature < 1:
@@ -189,13 +196,14 @@ class MADE(nn.Module):
         self.register_buffer("rank", rank)
 
         distinct = int(rank.max()) + 1
-        input_degrees = rank + 1
+        feature_degrees = rank + 1
+        input_degrees = feature_degrees.repeat(int(inputs_per_feature))
         # Degree-0 hidden units (context only) let the context reach the first feature.
         low = 0 if self.context > 0 else min(1, distinct - 1)
         high = max(distinct - 1, low)
-        output_degrees = input_degrees.repeat_interleave(self.params_per_feature)
+        output_degrees = feature_degrees.repeat_interleave(self.params_per_feature)
         out_width = self.features * self.params_per_feature
-        in_width = self.features + self.context
+        in_width = input_degrees.shape[0] + self.context
 
         # Context columns come after the inputs and connect to every first-layer unit.
         def context_columns(mask: Tensor) -> Tensor:

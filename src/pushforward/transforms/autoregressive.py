@@ -51,6 +51,8 @@ class MaskedAutoregressive(Transform):
     """
 
     cheap_inverse = False
+    # Columns MADE reads per feature (see _conditioner_input).
+    inputs_per_feature: int = 1
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class MaskedAutoregressive(Transform):
             residual=residual,
             activation=activation,
             zero_last=True,
+            inputs_per_feature=self.inputs_per_feature,
         )
         self.conditional = context > 0
         self._groups: tuple[Tensor, ...] | None = None
@@ -84,6 +87,11 @@ class MaskedAutoregressive(Transform):
         """``(D,)``: the position of each feature in the autoregressive order."""
         return self.made.order
 
+    def _conditioner_input(self, x: Tensor) -> Tensor:
+        """What MADE sees of the features ``(B, D)``: the values themselves,
+        ``(B, D * inputs_per_feature)`` in blocks of ``D`` columns."""
+        return x
+
     def _check(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.features:
             raise ValueError(
@@ -93,7 +101,7 @@ class MaskedAutoregressive(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data to base in one pass: ``x: (B, D)`` -> ``(z: (B, D), logabsdet: (B,))``."""
         self._check(x)
-        params = self.made(x, context)
+        params = self.made(self._conditioner_input(x), context)
         z, logabsdet = self.map(x, params)
         return z, logabsdet.sum(dim=1)
 
@@ -111,7 +119,7 @@ class MaskedAutoregressive(Transform):
                     # The first rank reads no input: its parameters are the last bias.
                     params = self.made.first_rank_params(index, y.shape[0])
                 else:
-                    params = self.made.forward_subset(x, index, context)
+                    params = self.made.forward_subset(self._conditioner_input(x), index, context)
                 solved, group_logabsdet = self.map.inverse(y.index_select(1, index), params)
                 x = x.index_copy(1, index, solved)
                 logabsdet = logabsdet + group_logabsdet.sum(dim=1)

@@ -88,6 +88,8 @@ class Coupling(Transform):
     mask: Tensor
     identity_index: Tensor
     transformed_index: Tensor
+    # Columns the conditioner reads per untransformed feature (see _conditioner_input).
+    inputs_per_feature: int = 1
 
     def __init__(
         self,
@@ -115,7 +117,7 @@ class Coupling(Transform):
         self.register_buffer("mask", mask.clone())
         self.register_buffer("identity_index", identity_index)
         self.register_buffer("transformed_index", transformed_index)
-        self.conditioner_inputs = identity_index.numel() + self.context
+        self.conditioner_inputs = identity_index.numel() * self.inputs_per_feature + self.context
         self.conditioner = MLP(
             max(self.conditioner_inputs, 1),
             transformed_index.numel() * map.params_per_feature,
@@ -125,11 +127,17 @@ class Coupling(Transform):
         )
         self.conditional = self.context > 0
 
+    def _conditioner_input(self, x_identity: Tensor) -> Tensor:
+        """What the conditioner sees of the untransformed features ``(B, |A|)``: the
+        values themselves, ``(B, |A| * inputs_per_feature)``."""
+        return x_identity
+
     def _params(self, x_identity: Tensor, context: Tensor | None) -> Tensor:
+        seen = self._conditioner_input(x_identity)
         if context is not None:
-            h = torch.cat([x_identity, context], dim=1)
+            h = torch.cat([seen, context], dim=1)
         elif self.conditioner_inputs > 0:
-            h = x_identity
+            h = seen
         else:
             # Nothing to condition on: a constant input makes the parameters learned constants.
             h = x_identity.new_ones(x_identity.shape[0], 1)

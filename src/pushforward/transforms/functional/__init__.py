@@ -11,6 +11,8 @@ from pushforward.transforms.functional.affine import (
     affine_log_scale,
     soft_clamp,
 )
+from pushforward.transforms.functional.circular_spline import circular_rational_quadratic_spline
+from pushforward.transforms.functional.interval_spline import interval_rational_quadratic_spline
 from pushforward.transforms.functional.sigmoid import logit, sigmoid_forward
 from pushforward.transforms.functional.spline import (
     packed_rational_quadratic_spline,
@@ -20,6 +22,7 @@ from pushforward.transforms.functional.spline_parameterization import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
+    SPLINE_ENDS,
     spline_knots,
 )
 
@@ -28,9 +31,12 @@ __all__ = [
     "DEFAULT_MIN_BIN_WIDTH",
     "DEFAULT_MIN_DERIVATIVE",
     "LOG_SCALE_BOUND",
+    "SPLINE_ENDS",
     "affine_forward",
     "affine_inverse",
     "affine_log_scale",
+    "circular_rational_quadratic_spline",
+    "interval_rational_quadratic_spline",
     "logit",
     "packed_rational_quadratic_spline",
     "rational_quadratic_spline",

@@ -37,7 +37,9 @@ runs as plain differentiable ops, which every transform supports.
 
 The two parameterisations of the raw values (``"minimum"``, ``"soft-clip"``) and
 the readable reference :func:`spline_knots` live in
-:mod:`pushforward.transforms.functional.spline_parameterization`.
+:mod:`pushforward.transforms.functional.spline_parameterization`. The circular and
+interval splines run the same kernel (:func:`spline_kernel`) with other boundary
+derivatives (``ends``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from pushforward.transforms.functional.spline_parameterization import (
     DEFAULT_MIN_BIN_HEIGHT,
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
+    boundary_derivatives,
     check_parameterization,
 )
 from pushforward.transforms.functional.spline_table import bin_values, knot_table
@@ -88,6 +91,7 @@ def _evaluate(
     min_width: float,
     min_height: float,
     min_derivative: float,
+    ends: str = "tails",
     differentiable: bool = True,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """The spline and its log-derivative on flat inputs, plus what the backward needs.
@@ -96,11 +100,11 @@ def _evaluate(
     wrapped-scalar tensor, about as much as the op itself at these sizes.
 
     Args:
-        x: ``(N,)``; params: ``(N, 3K - 1)``.
+        x: ``(N,)``; params: ``(N, 3K - 1 + e)`` (``e`` raw boundary derivatives, by ``ends``).
         differentiable: whether autograd (any mode) will differentiate these ops.
     """
     table, chain = knot_table(
-        params, bins, tail_bound, parameterization, min_width, min_height, min_derivative
+        params, bins, tail_bound, parameterization, min_width, min_height, min_derivative, ends
     )
     inside, x_clamped, index, values = bin_values(x, table, inverse, tail_bound)
     left, right = values.unbind(1)
@@ -253,7 +257,55 @@ def packed_rational_quadratic_spline(
     width = params.shape[-1]
     if width < 2 or (width + 1) % 3:
         raise ValueError(f"a packed spline needs 3K - 1 raw parameters per element, got {width}")
-    bins = (width + 1) // 3
+    return spline_kernel(
+        x,
+        params,
+        (width + 1) // 3,
+        inverse=inverse,
+        tail_bound=tail_bound,
+        min_bin_width=min_bin_width,
+        min_bin_height=min_bin_height,
+        min_derivative=min_derivative,
+        parameterization=parameterization,
+        ends="tails",
+    )
+
+
+def spline_kernel(
+    x: Tensor,
+    params: Tensor,
+    bins: int,
+    *,
+    inverse: bool,
+    tail_bound: float,
+    min_bin_width: float,
+    min_bin_height: float,
+    min_derivative: float,
+    parameterization: str,
+    ends: str,
+) -> tuple[Tensor, Tensor]:
+    """The one rational-quadratic kernel behind every spline of the package.
+
+    :func:`packed_rational_quadratic_spline` (linear tails) and the circular and
+    interval splines (:mod:`pushforward.transforms.functional.circular_spline`,
+    :mod:`pushforward.transforms.functional.interval_spline`) differ only in how their
+    knot derivatives come from the raw values (``ends``, one of
+    :data:`~pushforward.transforms.functional.spline_parameterization.SPLINE_ENDS`);
+    the bin search, the rational-quadratic maths and the closed-form backward are
+    shared. The callers check the parameter count.
+
+    Args:
+        x: inputs, any shape ``S``.
+        params: ``S + (3K - 1 + e,)`` (or broadcastable to it), ``e`` the raw boundary
+            derivatives of ``ends``.
+        bins: :math:`K`.
+        Other arguments as in :func:`rational_quadratic_spline`, and ``ends``.
+
+    Returns:
+        ``(y, log|dy/dx|)``, both of shape ``S``.
+    """
+    width = params.shape[-1]
+    boundary_derivatives(ends)
     shape = x.shape
     if params.shape[:-1] != shape:
         params = params.expand(*shape, width)
@@ -266,13 +318,14 @@ def packed_rational_quadratic_spline(
         # No minimum bin size: the soft clip alone keeps bins from collapsing.
         min_bin_width = min_bin_height = 0.0
     options = (
-        bins,
+        int(bins),
         bool(inverse),
         float(tail_bound),
         parameterization,
         float(min_bin_width),
         float(min_bin_height),
         float(min_derivative),
+        ends,
     )
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad)
     if needs_grad and not _functorch_active():

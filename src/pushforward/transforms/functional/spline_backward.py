@@ -40,6 +40,7 @@ def rational_quadratic_spline_vjp(
     min_width: float,
     min_height: float,
     min_derivative: float,
+    ends: str = "tails",
 ) -> tuple[Tensor, Tensor]:
     r"""Closed-form vector-Jacobian product of the spline w.r.t. its input and raw parameters.
 
@@ -63,11 +64,12 @@ def rational_quadratic_spline_vjp(
     Args:
         grad_out, grad_logabsdet: ``(N,)`` upstream gradients.
         saved: the intermediates :func:`pushforward.transforms.functional.spline._evaluate` returns.
-        bins, inverse, tail_bound, parameterization, min_width, min_height, min_derivative:
-            the kernel's options (minimum sizes 0 for ``"soft-clip"``).
+        bins, inverse, tail_bound, parameterization, min_width, min_height, min_derivative,
+        ends: the kernel's options (minimum sizes 0 for ``"soft-clip"``).
 
     Returns:
-        ``(grad_x, grad_params)`` of shapes ``(N,)`` and ``(N, 3K - 1)``.
+        ``(grad_x, grad_params)`` of shapes ``(N,)`` and ``(N, 3K - 1 + e)``, ``e`` the
+        raw boundary derivatives of ``ends``.
     """
     k = bins
     inside, xi, one_minus, xi_term = (
@@ -145,7 +147,13 @@ def rational_quadratic_spline_vjp(
     weighted = probabilities * torch.bmm(above.expand(2, k, k + 1), grad_table[:2])
     # Softmax backward: p * (g - <p, g>).
     grad_logits = torch.addcmul(weighted, probabilities, weighted.sum(1, keepdim=True), value=-1)
-    grad_derivatives = grad_table[2, 1:k]
+    if ends == "tails":
+        grad_derivatives = grad_table[2, 1:k]
+    elif ends == "circular":
+        # delta_K is delta_0 again: both knots' gradients reach the one raw value.
+        grad_derivatives = torch.cat([grad_table[2, :1] + grad_table[2, k:], grad_table[2, 1:k]])
+    else:
+        grad_derivatives = grad_table[2]
     if parameterization == "soft-clip":
         # delta = exp(clip(v)): the exponential's factor is delta itself; then every
         # row goes through the soft clip, whose derivative is 1 / q^2.

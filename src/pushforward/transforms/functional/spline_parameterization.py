@@ -28,11 +28,26 @@ DEFAULT_MIN_BIN_WIDTH = 1e-3
 DEFAULT_MIN_BIN_HEIGHT = 1e-3
 DEFAULT_MIN_DERIVATIVE = 1e-3
 SPLINE_PARAMETERIZATIONS = ("minimum", "soft-clip")
+SPLINE_ENDS = ("tails", "circular", "interval")
+"""What a spline does at the ends of ``[-B, B]``: ``"tails"``, boundary derivatives 1 and
+the identity outside (Durkan et al. 2019); ``"circular"``, one learned derivative shared
+by both ends, so the map is a diffeomorphism of the circle ``[-B, B)`` with its ends glued
+(Rezende et al. 2020); ``"interval"``, both boundary derivatives learned, a
+diffeomorphism of the closed interval ``[-B, B]`` onto itself."""
 
 
 def derivative_offset(min_derivative: float) -> float:
     """The shift that makes a raw derivative of 0 map to a knot derivative of exactly 1."""
     return math.log(math.expm1(1 - min_derivative))
+
+
+def boundary_derivatives(ends: str) -> int:
+    """How many raw boundary derivatives a spline with these ``ends`` takes beyond the
+    ``K - 1`` interior ones: 0 (``"tails"``), 1 (``"circular"``) or 2 (``"interval"``)."""
+    if ends not in SPLINE_ENDS:
+        valid = ", ".join(map(repr, SPLINE_ENDS))
+        raise ValueError(f"unknown spline ends {ends!r}; valid: {valid}")
+    return SPLINE_ENDS.index(ends)
 
 
 def check_parameterization(parameterization: str) -> str:
@@ -66,6 +81,7 @@ def spline_knots(
     min_derivative: float = DEFAULT_MIN_DERIVATIVE,
     *,
     parameterization: str = "minimum",
+    ends: str = "tails",
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Knot positions and derivatives from raw parameters.
 
@@ -85,20 +101,30 @@ def spline_knots(
     (:func:`soft_clip`; ``min_bin_width`` and ``min_bin_height`` are not used). This
     is the readable reference; the spline kernel computes the same knots in fewer ops.
 
+    The boundary derivatives depend on ``ends`` (:data:`SPLINE_ENDS`): both 1
+    (``"tails"``), :math:`\delta_K = \delta_0` from one raw value (``"circular"``), or
+    both from raw values (``"interval"``), each through the same map as the interior
+    ones.
+
     References:
         Durkan et al. (2019), Neural Spline Flows; Rozet et al. (2022), Zuko:
-        Normalizing flows in PyTorch (the soft-clipped parameterisation).
+        Normalizing flows in PyTorch (the soft-clipped parameterisation);
+        Rezende et al. (2020), Normalizing Flows on Tori and Spheres (circular ends).
 
     Args:
         unnormalized_widths: ``(..., K)``.
         unnormalized_heights: ``(..., K)``.
-        unnormalized_derivatives: ``(..., K - 1)`` interior knot derivatives.
+        unnormalized_derivatives: ``(..., K - 1 + e)``, ``e = boundary_derivatives(ends)``:
+            the raw knot derivatives in knot order, :math:`\delta_1 .. \delta_{K-1}`
+            (``"tails"``), :math:`\delta_0 .. \delta_{K-1}` (``"circular"``) or
+            :math:`\delta_0 .. \delta_K` (``"interval"``).
         tail_bound: :math:`B`.
         parameterization: ``"minimum"`` or ``"soft-clip"``.
+        ends: ``"tails"``, ``"circular"`` or ``"interval"``.
 
     Returns:
         ``(knots_x, knots_y, derivatives)``, each ``(..., K + 1)``; the knots span
-        ``[-B, B]`` and the boundary derivatives are 1.
+        ``[-B, B]``.
     """
     bins = unnormalized_widths.shape[-1]
     if check_parameterization(parameterization) == "soft-clip":
@@ -117,5 +143,14 @@ def spline_knots(
         )
     knots_x = F.pad(torch.cumsum(widths, -1), (1, 0)) * (2 * tail_bound) - tail_bound
     knots_y = F.pad(torch.cumsum(heights, -1), (1, 0)) * (2 * tail_bound) - tail_bound
-    derivatives = F.pad(derivatives, (1, 1), value=1.0)
+    extra = boundary_derivatives(ends)
+    if unnormalized_derivatives.shape[-1] != bins - 1 + extra:
+        raise ValueError(
+            f"a {bins}-bin spline with {ends!r} ends takes {bins - 1 + extra} raw derivatives, "
+            f"got {unnormalized_derivatives.shape[-1]}"
+        )
+    if ends == "tails":
+        derivatives = F.pad(derivatives, (1, 1), value=1.0)
+    elif ends == "circular":
+        derivatives = torch.cat([derivatives, derivatives[..., :1]], dim=-1)
     return knots_x, knots_y, derivatives

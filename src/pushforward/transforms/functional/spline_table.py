@@ -66,6 +66,7 @@ def knot_table(
     min_width: float,
     min_height: float,
     min_derivative: float,
+    ends: str = "tails",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Knots and derivatives of every element as one bins-major table.
 
@@ -74,24 +75,27 @@ def knot_table(
     across contiguous rows (on CPU ~5x faster than over a last dimension of 8).
 
     Args:
-        params: ``(N, 3K - 1)`` packed raw parameters.
+        params: ``(N, 3K - 1 + e)`` packed raw parameters, ``e`` the raw boundary
+            derivatives ``ends`` takes (0 for ``"tails"``, 1 for ``"circular"``, 2 for
+            ``"interval"``; see
+            :func:`~pushforward.transforms.functional.spline_parameterization.boundary_derivatives`).
         min_width, min_height: 0 for ``"soft-clip"``.
 
     Returns:
         ``table`` of shape ``(3, K + 1, N)`` (rows: x-knots, y-knots, derivatives)
         and what the backward needs to reach the raw parameters: ``probabilities``
         ``(2, K, N)`` (softmax of widths and heights) and either ``preactivation``,
-        the softplus arguments ``(K - 1, N)`` (``"minimum"``), or ``clip_denominator``,
-        the soft clip's denominators ``(3K - 1, N)``, and ``interior_derivatives``
-        ``(K - 1, N)`` (``"soft-clip"``).
+        the softplus arguments ``(K - 1 + e, N)`` (``"minimum"``), or
+        ``clip_denominator``, the soft clip's denominators ``(3K - 1 + e, N)``, and
+        ``interior_derivatives`` ``(K - 1 + e, N)`` (``"soft-clip"``).
     """
     k = bins
     n = params.shape[0]
-    columns = contiguous_transpose(params)  # (3K - 1, N)
+    columns = contiguous_transpose(params)  # (3K - 1 + e, N)
     if parameterization == "soft-clip":
         # One soft clip for all rows: bound L/2 on the width and height logits, L on
         # the log-derivatives. The logits are bounded, so exp needs no max subtracted.
-        inverse_bounds = columns.new_full((3 * k - 1, 1), -2 / math.log(min_derivative))
+        inverse_bounds = columns.new_full((columns.shape[0], 1), -2 / math.log(min_derivative))
         inverse_bounds[2 * k :] = -1 / math.log(min_derivative)
         clip_denominator = torch.abs(columns).mul_(inverse_bounds).add_(1.0)
         exponentials = torch.div(columns, clip_denominator).exp_()
@@ -110,7 +114,13 @@ def knot_table(
     knots = knots_from_probabilities(
         probabilities, tail_bound, min_width, min_height, exact=params.device.type != "cpu"
     )
-    derivatives = F.pad(interior, (0, 0, 1, 1), value=1.0)
+    if ends == "tails":
+        derivatives = F.pad(interior, (0, 0, 1, 1), value=1.0)
+    elif ends == "circular":
+        # The last knot is the first one seen across the seam: the same derivative.
+        derivatives = torch.cat([interior, interior[:1]])
+    else:
+        derivatives = interior
     table = torch.cat([knots, derivatives.unsqueeze(0)])
     return table, {"probabilities": probabilities, **chain}
 
