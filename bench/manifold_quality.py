@@ -10,14 +10,19 @@ Two studies, one thread, float32 networks, every model trained through
    vectors (it ignores the seam). KL(p || q) in nats on 5,000 fresh test points: the
    mean of log p - log q, with the standard error of that paired difference (the
    cross-entropy is shown beside the exact entropy).
-2. **The earth sets** (volcano, earthquake, flood, fire; seeded 80/10/10 splits of the
+2. **The box** (``box-edges``: mass piled up along the edges of [0, 1]^2):
+   ``reflected-fm`` against a Euclidean ``nsf`` and a plain ``fm`` fitted to the same
+   points, which know nothing of the box: the same paired KL, and the fraction of
+   100,000 samples that land outside the box.
+3. **The earth sets** (volcano, earthquake, flood, fire; seeded 80/10/10 splits of the
    rows as unit vectors): test NLL (nats, with respect to the surface area of the unit
-   sphere), mean ± sd over seeds, beside the published figures.
+   sphere), mean ± sd over seeds, beside the published figures, for ``rfm`` and
+   ``sphere-nsf``.
 
 Run::
 
-    python bench/manifold_quality.py [--json out.json] [--quick] [--studies toys,earth]
-        [--seeds 5] [--steps 3000]
+    python bench/manifold_quality.py [--json out.json] [--quick]
+        [--studies toys,box,earth] [--earth-models rfm,sphere-nsf] [--seeds 5] [--steps 3000]
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from pushforward.data.dataset import load_dataset
 from pushforward.data.earth import EARTH_SETS
 
 TOYS = ("vmf-mixture", "von-mises-torus", "rotation-mixture")
-STUDIES = ("toys", "earth")
+STUDIES = ("toys", "box", "earth")
+BOX = "box-edges"
+BOX_SAMPLES = 100_000
 PUBLISHED = {
     # Test NLL, mean ± sd: Chen & Lipman (2024) Riemannian FM; De Bortoli et al. (2022)
     # Riemannian score-based models; Rozen et al. (2021) Moser flow.
@@ -72,6 +79,36 @@ def train(data: str, name: str, steps: int, seed: int, options: dict[str, Any]) 
     return result.model.eval()
 
 
+def paired_kl(model: Any, test: Any) -> tuple[float, float]:
+    """KL(p || q) as the mean of log p - log q on the test points, with its standard error."""
+    with torch.no_grad():
+        log_q = torch.cat([model.log_prob(chunk.float()).double()
+                           for chunk in test.values.split(2048)])  # fmt: skip
+    difference = test.toy.log_prob(test.values) - log_q
+    return float(difference.mean()), float(difference.std() / math.sqrt(difference.numel()))
+
+
+def box_study(steps: int, test_rows: int, samples: int) -> list[list[object]]:
+    rows: list[list[object]] = []
+    test = load_dataset(f"builtin:{BOX}", n=test_rows, seed=11)
+    assert test.toy is not None
+    low = torch.tensor(test.toy.low, dtype=torch.float64)
+    high = torch.tensor(test.toy.high, dtype=torch.float64)
+    for model_name in ("reflected-fm", "nsf", "fm"):
+        start = time.perf_counter()
+        model = train(f"builtin:{BOX}", model_name, steps, 0, {})
+        seconds = time.perf_counter() - start
+        kl, error = paired_kl(model, test)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            x = model.sample(samples).double()
+        outside = float(((x < low) | (x > high)).any(-1).double().mean())
+        rows.append([BOX, model_name, f"{kl:.4f} ± {error:.4f}", f"{100 * outside:.2f}%",
+                     f"{seconds:.0f}"])  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
+
+
 def toy_study(steps: int, test_rows: int) -> list[list[object]]:
     rows: list[list[object]] = []
     cases = [(toy, "rfm", {}) for toy in TOYS]
@@ -86,34 +123,31 @@ def toy_study(steps: int, test_rows: int) -> list[list[object]]:
         cross, _ = nll(model, test.values)
         # KL by paired differences log p - log q on the same points: its standard error
         # is that of the difference, far below the cross-entropy's own.
-        with torch.no_grad():
-            log_q = torch.cat([model.log_prob(chunk.float()).double()
-                               for chunk in test.values.split(2048)])  # fmt: skip
-        difference = test.toy.log_prob(test.values) - log_q
-        kl = float(difference.mean())
-        error = float(difference.std() / math.sqrt(difference.numel()))
+        kl, error = paired_kl(model, test)
         rows.append([toy_name, model_name, f"{entropy:.4f}", f"{cross:.4f}",
                      f"{kl:.4f} ± {error:.4f}", f"{seconds:.0f}"])  # fmt: skip
         print(rows[-1], flush=True)
     return rows
 
 
-def earth_study(steps: int, seeds: int) -> list[list[object]]:
+def earth_study(steps: int, seeds: int, models: list[str]) -> list[list[object]]:
     rows: list[list[object]] = []
     for set_name in EARTH_SETS:
         test = load_dataset(f"builtin:{set_name}:test")
-        results = []
-        start = time.perf_counter()
-        for seed in range(seeds):
-            model = train(f"builtin:{set_name}", "rfm", steps, seed, {})
-            results.append(nll(model, test.values)[0])
-            print(set_name, seed, f"{results[-1]:.4f}", flush=True)
-        seconds = (time.perf_counter() - start) / seeds
-        spread = statistics.stdev(results) if len(results) > 1 else 0.0
+        cells, seconds = [], []
+        for model_name in models:
+            results = []
+            start = time.perf_counter()
+            for seed in range(seeds):
+                model = train(f"builtin:{set_name}", model_name, steps, seed, {})
+                results.append(nll(model, test.values)[0])
+                print(set_name, model_name, seed, f"{results[-1]:.4f}", flush=True)
+            seconds.append(f"{(time.perf_counter() - start) / seeds:.0f}")
+            spread = statistics.stdev(results) if len(results) > 1 else 0.0
+            cells.append(f"{statistics.mean(results):.2f} ± {spread:.2f}")
         published = [f"{PUBLISHED[k][set_name][0]:.2f} ± {PUBLISHED[k][set_name][1]:.2f}"
                      for k in PUBLISHED]  # fmt: skip
-        rows.append([set_name, len(test), f"{statistics.mean(results):.2f} ± {spread:.2f}",
-                     *published, f"{seconds:.0f}"])  # fmt: skip
+        rows.append([set_name, len(test), *cells, *published, " / ".join(seconds)])
         print(rows[-1], flush=True)
     return rows
 
@@ -123,6 +157,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--quick", action="store_true", help="a smoke run: small and short")
     parser.add_argument("--studies", default=",".join(STUDIES), help="toys, earth")
+    parser.add_argument("--earth-models", default="rfm,sphere-nsf", help="models on the earth sets")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3000)
     arguments = parser.parse_args()
@@ -146,12 +181,22 @@ def main() -> None:
         headers = ["set", "model", "entropy", "cross-entropy", "KL", "train s"]
         print(markdown_table(headers, toys, left=2))
         results["toys"] = toys
+    if "box" in studies:
+        box = box_study(steps, test_rows, 5_000 if arguments.quick else BOX_SAMPLES)
+        print()
+        print(f"### The box {BOX} ({steps} steps of batch 512, {test_rows:,} test points)")
+        print()
+        headers = ["set", "model", "KL", "samples outside", "train s"]
+        print(markdown_table(headers, box, left=2))
+        results["box"] = box
     if "earth" in studies:
-        earth = earth_study(steps, seeds)
+        models = [name.strip() for name in arguments.earth_models.split(",") if name.strip()]
+        earth = earth_study(steps, seeds, models)
         print()
         print(f"### Earth test NLL ({steps} steps of batch 512, {seeds} seeds)")
         print()
-        headers = ["set", "test rows", "rfm (ours)", *PUBLISHED, "train s"]
+        ours = [f"{name} (ours)" for name in models]
+        headers = ["set", "test rows", *ours, *PUBLISHED, "train s"]
         print(markdown_table(headers, earth, left=1))
         results["earth"] = earth
     write_json(arguments.json, results)

@@ -14,7 +14,14 @@ import torch
 from torch import Tensor
 
 from pushforward.cli.evaluate_tokens import evaluate_tokens
-from pushforward.data import bits_per_dim, load_array, load_dataset
+from pushforward.data import (
+    BUILTIN_PREFIX,
+    bits_per_dim,
+    load_array,
+    load_dataset,
+    unit_to_latlon_rows,
+)
+from pushforward.geometry import Sphere
 from pushforward.inference import declared_fields
 from pushforward.metrics import energy_distance, sliced_wasserstein
 from pushforward.model import Model
@@ -104,6 +111,26 @@ def log_likelihoods(
     return torch.cat(pieces)
 
 
+def data_coordinates(config: dict[str, Any], data: str, latlon: bool = False) -> str:
+    """How to read the data file ``data`` for a run: ``"latlon"`` when asked, or for a file
+    (not a built-in set) given to a run trained with ``--latlon``; else ``"native"``."""
+    if latlon:
+        return "latlon"
+    trained = config["data"].get("coordinates", "native")
+    return "native" if str(data).startswith(BUILTIN_PREFIX) else trained
+
+
+def as_latlon(model: Model, samples: Tensor) -> Tensor:
+    """Samples of a run on the sphere S^2 as rows of latitude and longitude in degrees."""
+    manifold = getattr(model, "manifold", None)
+    if not isinstance(manifold, Sphere) or manifold.ambient != 3:
+        raise ValueError(
+            "--latlon writes points of the sphere S^2 as latitude and longitude; this run "
+            f"models {manifold if manifold is not None else 'vectors'}"
+        )
+    return unit_to_latlon_rows(samples.double())
+
+
 def run_eval(arguments: argparse.Namespace) -> int:
     """Prints one JSON object of metrics on standard output."""
     result = evaluate_run(
@@ -151,7 +178,8 @@ def evaluate_run(
         options = {}
         sampling = method_options(model, "sample", solver_arguments, EVAL_OPTIONS)
     seed = default_eval_seed(config) if seed is None else seed
-    dataset = load_dataset(data, n=n, seed=seed)
+    coordinates = data_coordinates(config, data, getattr(solver_arguments, "latlon", False))
+    dataset = load_dataset(data, n=n, seed=seed, coordinates=coordinates)
     expected = tuple(config["data"]["event_shape"])
     if dataset.event_shape != expected:
         raise ValueError(
@@ -272,7 +300,10 @@ def run_sample(arguments: argparse.Namespace) -> int:
         samples = model.sample(n, context, **options)
     # Tokens stay integers (int64); values are written in float64.
     values = samples if not samples.is_floating_point() else samples.double()
-    array = values.reshape(n, *config["data"]["event_shape"]).numpy()
+    if arguments.latlon or config["data"].get("coordinates") == "latlon":
+        array = as_latlon(model, values).numpy()
+    else:
+        array = values.reshape(n, *config["data"]["event_shape"]).numpy()
     buffer = _npy_bytes(array)
     atomic_write_bytes(out, buffer)
     print(f"wrote {array.shape[0]} samples of shape {tuple(array.shape[1:])} to {out}")

@@ -248,6 +248,13 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--n", type=int, help="examples to draw from a built-in set / first rows of a file"
     )
+    train.add_argument(
+        "--latlon",
+        action="store_true",
+        help="the data file has two columns, latitude and longitude in degrees: model them "
+        "as unit vectors of S^2 (rfm, sphere-nsf); eval and plot read the run's files the "
+        "same way and sample writes latitude and longitude",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model option")
     train.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -267,6 +274,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add energy distance and sliced Wasserstein of samples (always on without log_prob)",
     )
+    evaluate.add_argument(
+        "--latlon",
+        action="store_true",
+        help="the data file has latitude and longitude in degrees (the default for a run "
+        "trained with --latlon)",
+    )
     _solver_arguments(evaluate, likelihood=True)
 
     sample = _subparser(commands, "sample", "draw samples from a trained run", SAMPLE_EPILOG)
@@ -280,6 +293,12 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--context", help="context file (one row, or M rows for M*N samples)")
     sample.add_argument("--out", required=True, help="output .npy file")
     sample.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    sample.add_argument(
+        "--latlon",
+        action="store_true",
+        help="write points of S^2 as latitude and longitude in degrees (the default for a "
+        "run trained with --latlon)",
+    )
     _solver_arguments(sample, likelihood=False)
 
     plot = _subparser(

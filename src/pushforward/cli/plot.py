@@ -9,11 +9,13 @@ from typing import Any
 
 import torch
 
+from pushforward.cli.evaluate import data_coordinates
 from pushforward.cli.plot_manifold import can_plot, plot_manifold
 from pushforward.cli.report import write_report
-from pushforward.data import load_dataset
+from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_dataset
 from pushforward.data.tokens import load_tokens
 from pushforward.geometry import Manifold
+from pushforward.matching.reflected import ReflectedFlowMatching
 from pushforward.model import Model
 from pushforward.train.run_directory import open_run, read_metrics
 
@@ -70,13 +72,24 @@ def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | Non
     empirical source have none)."""
     torch.manual_seed(0)
     samples = model.sample(SAMPLES).double()
-    reference = data if data is not None else samples
-    low = torch.quantile(reference, 0.005, dim=0)
-    high = torch.quantile(reference, 0.995, dim=0)
-    pad = 0.1 * (high - low)
-    low, high = low - pad, high + pad
-    xs = torch.linspace(float(low[0]), float(high[0]), GRID, dtype=torch.float64)
-    ys = torch.linspace(float(low[1]), float(high[1]), GRID, dtype=torch.float64)
+    box = _box_of(model)
+    if box is not None:
+        # A model on a box: the box with a margin, its boundary drawn, and the density
+        # on cell centres inside it (it is zero outside).
+        low, high = box
+        pad = 0.05 * (high - low)
+        cells = [(low[j] + (high[j] - low[j]) * (torch.arange(GRID) + 0.5) / GRID).double()
+                 for j in range(2)]  # fmt: skip
+        xs, ys = cells
+        low, high = low - pad, high + pad
+    else:
+        reference = data if data is not None else samples
+        low = torch.quantile(reference, 0.005, dim=0)
+        high = torch.quantile(reference, 0.995, dim=0)
+        pad = 0.1 * (high - low)
+        low, high = low - pad, high + pad
+        xs = torch.linspace(float(low[0]), float(high[0]), GRID, dtype=torch.float64)
+        ys = torch.linspace(float(low[1]), float(high[1]), GRID, dtype=torch.float64)
     grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
     points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
     dtype = next(iter(model.parameters())).dtype
@@ -106,6 +119,9 @@ def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | Non
     for axis in axes:
         axis.set_xlim(float(low[0]), float(high[0]))
         axis.set_ylim(float(low[1]), float(high[1]))
+        if box is not None:
+            (a, b), (c, d) = box[0].tolist(), box[1].tolist()
+            axis.plot([a, c, c, a, a], [b, b, d, d, b], color="black", linewidth=1)
     figure.tight_layout()
     path = directory / "samples.png"
     figure.savefig(path, dpi=100)
@@ -176,10 +192,28 @@ def _panels(data: torch.Tensor | None, samples: torch.Tensor) -> list[tuple[str,
     return ([] if data is None else [("data", data)]) + [("model samples", samples)]
 
 
+def _box_of(model: Model) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(low, high)`` (float64) of a model of points in a 2-D box, else None."""
+    if not isinstance(model, ReflectedFlowMatching) or model.features != 2:
+        return None
+    return model.low.double().cpu(), model.high.double().cpu()
+
+
 def _manifold_of(model: Model) -> Manifold | None:
     """The manifold of a model of points that :func:`plot_manifold` can draw, else None."""
     manifold = getattr(model, "manifold", None)
     return manifold if isinstance(manifold, Manifold) and can_plot(manifold) else None
+
+
+def _plot_data(config: dict[str, Any]) -> torch.Tensor:
+    """Up to :data:`SAMPLES` rows of the run's data, read as training read them: fresh
+    draws of a built-in toy, else the first rows of the file or set (which may be fewer)."""
+    source = str(config["data"]["source"])
+    name = source.removeprefix(BUILTIN_PREFIX).partition(":")[0]
+    fresh = source.startswith(BUILTIN_PREFIX) and (name in TOYS or name in MANIFOLD_TOYS)
+    coordinates = data_coordinates(config, source)
+    loaded = load_dataset(source, n=SAMPLES if fresh else None, coordinates=coordinates)
+    return loaded.values[:SAMPLES]
 
 
 def plot_run(directory: Path) -> list[Path]:
@@ -201,7 +235,7 @@ def plot_run(directory: Path) -> list[Path]:
     elif model.context_features == 0 and _manifold_of(model) is not None:
         data = None
         try:
-            loaded = load_dataset(config["data"]["source"], n=SAMPLES).values
+            loaded = _plot_data(config)
             check_points = getattr(model, "check_points", model.check_input)
             data = check_points(loaded.to(next(model.parameters()).dtype)).double()
         except (ValueError, OSError):
@@ -210,7 +244,7 @@ def plot_run(directory: Path) -> list[Path]:
     elif model.context_features == 0 and shape == [2]:
         data = None
         try:
-            data = load_dataset(config["data"]["source"], n=SAMPLES).values
+            data = _plot_data(config)
         except (ValueError, OSError):
             pass  # the data file moved: plot the model alone
         written.append(plot_2d(pyplot, directory, model, data))

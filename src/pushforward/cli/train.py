@@ -71,6 +71,7 @@ def run_train(arguments: argparse.Namespace) -> int:
         train=config,
         resume=arguments.resume,
         quiet=arguments.quiet,
+        coordinates="latlon" if getattr(arguments, "latlon", False) else "native",
     )
     if not arguments.quiet:
         history = result.history

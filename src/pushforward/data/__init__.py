@@ -21,7 +21,14 @@ from pushforward.data.densities import (
 )
 from pushforward.data.dequantization import bits_per_dim, uniform_dequantize
 from pushforward.data.digits import DIGIT_LEVELS, DIGIT_SHAPE, digit_labels, load_digits
-from pushforward.data.earth import EARTH_SETS, latlon_to_unit, load_earth, unit_to_latlon
+from pushforward.data.earth import (
+    EARTH_SETS,
+    latlon_rows,
+    latlon_to_unit,
+    load_earth,
+    unit_to_latlon,
+    unit_to_latlon_rows,
+)
 from pushforward.data.files import load_array
 from pushforward.data.manifold_toys import MANIFOLD_TOYS, MANIFOLDS, ManifoldToy
 from pushforward.data.toys import TOYS, Toy, get_toy, sample_toy
@@ -48,6 +55,7 @@ __all__ = [
     "digit_labels",
     "fit_standardization",
     "get_toy",
+    "latlon_rows",
     "latlon_to_unit",
     "load_array",
     "load_dataset",
@@ -56,4 +64,5 @@ __all__ = [
     "sample_toy",
     "uniform_dequantize",
     "unit_to_latlon",
+    "unit_to_latlon_rows",
 ]

@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 
 from pushforward.data.digits import DIGIT_LEVELS, load_digits
-from pushforward.data.earth import EARTH_SETS, check_split, load_earth
+from pushforward.data.earth import (
+    EARTH_SETS,
+    check_coordinates,
+    check_split,
+    latlon_rows,
+    load_earth,
+)
 from pushforward.data.files import load_array
 from pushforward.data.manifold_toys import MANIFOLD_TOYS, ManifoldToy
 from pushforward.data.toys import TOYS, Toy
@@ -66,6 +72,7 @@ def load_dataset(
     n: int | None = None,
     seed: int = 0,
     split: str | None = None,
+    coordinates: str = "native",
 ) -> Dataset:
     """Loads ``builtin:NAME`` (a toy, ``digits``, an earth set) or a data file.
 
@@ -85,6 +92,10 @@ def load_dataset(
             evaluation sees the same test rows.
         split: for the earth sets only: ``"train"`` (80% of the rows, the default),
             ``"val"`` (10%), ``"test"`` (10%) or ``"all"``.
+        coordinates: ``"native"`` (the rows as they are) or ``"latlon"``: a file of two
+            columns, latitude and longitude in degrees, read as unit vectors of
+            :math:`S^2` (:func:`~pushforward.data.earth.latlon_rows`; the data set's
+            ``domain`` is then ``"sphere"``). Built-in sets are always native.
 
     Returns:
         A :class:`Dataset` with float64 values; the earth and manifold sets carry their
@@ -99,10 +110,20 @@ def load_dataset(
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise ValueError(f"n must be a positive integer, got {n!r}")
     text = os.fspath(source)
+    check_coordinates(coordinates)
     if not text.startswith(BUILTIN_PREFIX):
         if split is not None:
             raise ValueError(f"split={split!r} applies to the earth sets, not to the file '{text}'")
-        return _load_file(text, n)
+        dataset = _load_file(text, n)
+        if coordinates == "latlon":
+            values = latlon_rows(dataset.values, f"data file '{text}'")
+            return Dataset(values, text, domain="sphere")
+        return dataset
+    if coordinates != "native":
+        raise ValueError(
+            f"coordinates={coordinates!r} reads a file of latitudes and longitudes; the "
+            f"built-in set '{text}' is given in its native coordinates"
+        )
     name, _, named_split = text[len(BUILTIN_PREFIX) :].partition(":")
     if name in EARTH_SETS:
         return _load_earth_set(name, named_split or None, split, n)

@@ -104,6 +104,69 @@ def unit_to_latlon(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.rad2deg(lat), torch.rad2deg(lon)
 
 
+COORDINATES = ("native", "latlon")
+"""How a data file's rows are read: ``"native"`` (as they are) or ``"latlon"`` (two
+columns, latitude and longitude in degrees, converted to unit vectors of :math:`S^2`)."""
+
+
+def check_coordinates(coordinates: str) -> str:
+    """``coordinates`` if it is one of :data:`COORDINATES`, else a ``ValueError`` naming them."""
+    if coordinates not in COORDINATES:
+        raise ValueError(
+            f"unknown coordinates {coordinates!r}; valid: {', '.join(map(repr, COORDINATES))}"
+        )
+    return coordinates
+
+
+def latlon_rows(values: Tensor, source: str = "the data") -> Tensor:
+    """Unit vectors of :math:`S^2` from rows of (latitude, longitude) in degrees.
+
+    The rows are checked before they are converted, so that a file in another layout
+    (longitude first, radians, three columns) is refused instead of read as something
+    else: exactly two columns, finite values, latitudes in ``[-90, 90]``. Longitudes may
+    be any real number (they are taken modulo 360).
+
+    Args:
+        values: ``(n, 2)`` latitude and longitude in degrees.
+        source: how to name the data in errors (a file path).
+
+    Returns:
+        ``(n, 3)`` unit vectors (:func:`latlon_to_unit`) in the dtype of ``values``.
+
+    Raises:
+        ValueError: not two columns, a NaN or Inf, or a latitude outside ``[-90, 90]``,
+            naming the first bad row (counted from 0).
+
+    Example:
+        >>> latlon_rows(torch.tensor([[90.0, 10.0]], dtype=torch.float64)).round(decimals=6)
+        tensor([[0., 0., 1.]], dtype=torch.float64)
+    """
+    if values.ndim != 2 or values.shape[1] != 2:
+        raise ValueError(
+            f"latitude/longitude data must have 2 columns (degrees), but {source} has rows "
+            f"of shape {tuple(values.shape[1:])}"
+        )
+    finite = torch.isfinite(values).all(-1)
+    if not bool(finite.all()):
+        row = int((~finite).nonzero()[0])
+        raise ValueError(f"{source} has a NaN or Inf value in row {row}: {values[row].tolist()}")
+    bad = values[:, 0].abs() > 90
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{source} row {row} has latitude {float(values[row, 0])}, outside [-90, 90]; "
+            "latitude/longitude files give the latitude first, in degrees"
+        )
+    return latlon_to_unit(values[:, 0], values[:, 1])
+
+
+def unit_to_latlon_rows(x: Tensor) -> Tensor:
+    """``(n, 2)`` rows of latitude and longitude in degrees from ``(n, 3)`` points of
+    :math:`S^2`: the inverse of :func:`latlon_rows`."""
+    lat, lon = unit_to_latlon(x)
+    return torch.stack([lat, lon], -1)
+
+
 def earth_file(name: str) -> Traversable:
     """The packaged CSV file of the earth set ``name``, through :mod:`importlib.resources`.
 

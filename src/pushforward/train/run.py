@@ -77,6 +77,7 @@ def train_run(
     resume: bool = False,
     quiet: bool = True,
     callbacks: Sequence[Callback] = (),
+    coordinates: str = "native",
 ) -> RunResult:
     """Trains model ``model`` on ``data`` into the run directory ``out``, or resumes it there.
 
@@ -101,6 +102,11 @@ def train_run(
         resume: continue the run in ``out`` from its last checkpoint.
         quiet: no progress bar.
         callbacks: extra :class:`~pushforward.train.callbacks.Callback` objects.
+        coordinates: ``"native"``, or ``"latlon"`` for data of two columns, latitude
+            and longitude in degrees, modelled as unit vectors of :math:`S^2` (``rfm``
+            on the sphere, ``sphere-nsf``; ``train --latlon``). The run records it, so
+            that ``eval`` and ``plot`` read its data files the same way and ``sample``
+            writes latitude and longitude.
 
     Returns:
         A :class:`RunResult`.
@@ -140,7 +146,12 @@ def train_run(
         assert dataset.vocab is not None
         options["vocab"] = list(dataset.vocab)
     else:
-        dataset = read_data(data, config.n, config.seed)
+        dataset = read_data(data, config.n, config.seed, coordinates)
+    if coordinates != "native" and data_kind(name) != "points":
+        raise ValueError(
+            f"coordinates={coordinates!r} (--latlon) gives points on the sphere; model "
+            f"{name!r} models {data_kind(name)}, use rfm (manifold='sphere') or sphere-nsf"
+        )
     points = data_kind(name) == "points"
     if points and dataset.domain in ("sphere", "torus", "so3") and "manifold" in keywords(name):
         # A built-in set on a manifold names it, so the model need not be told.
@@ -212,6 +223,8 @@ def train_run(
     resolved = _resolved_config(
         name, trained, dataset, values, context, train_rows, val_rows, preprocessing, config
     )
+    if coordinates != "native":
+        resolved["data"]["coordinates"] = coordinates
     resolved["train"]["budget"] = {
         "steps": steps,
         "patience": patience,

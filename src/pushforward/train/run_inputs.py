@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from pushforward.data import BUILTIN_PREFIX, Dataset, load_array, load_dataset
+from pushforward.data.earth import check_coordinates, latlon_rows
 from pushforward.data.tokens import load_tokens
 from pushforward.registry import builder_for
 
@@ -21,10 +22,13 @@ SET_FROM_DATA = ("features", "context")
 DataInput = str | os.PathLike[str] | Tensor | np.ndarray
 
 
-def read_data(data: DataInput, n: int | None, seed: int) -> Dataset:
-    """A data file, ``builtin:NAME``, or rows given as an array (float64)."""
+def read_data(data: DataInput, n: int | None, seed: int, coordinates: str = "native") -> Dataset:
+    """A data file, ``builtin:NAME``, or rows given as an array (float64); with
+    ``coordinates="latlon"`` a file or array of latitudes and longitudes in degrees, read
+    as unit vectors of :math:`S^2`."""
+    check_coordinates(coordinates)
     if isinstance(data, str | os.PathLike):
-        return load_dataset(data, n=n, seed=seed)
+        return load_dataset(data, n=n, seed=seed, coordinates=coordinates)
     values = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
     values = values.detach().cpu().to(torch.float64)
     if values.ndim < 2 or values.shape[0] == 0:
@@ -33,6 +37,8 @@ def read_data(data: DataInput, n: int | None, seed: int) -> Dataset:
         raise ValueError("data contains NaN or Inf values")
     if n is not None:
         values = values[:n]
+    if coordinates == "latlon":
+        return Dataset(latlon_rows(values, "the data array"), "array", domain="sphere")
     return Dataset(values, "array")
 
 
