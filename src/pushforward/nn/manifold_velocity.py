@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from pushforward.geometry import Manifold
+from pushforward.nn.fourier import FourierFeatures
 from pushforward.nn.velocity import VelocityMLP
 
 
@@ -33,6 +34,10 @@ class ManifoldVelocity(nn.Module):
         context: context columns (with any presence flag).
         hidden, time_embedding, activation, residual, time_scale: the MLP's
             (:class:`~pushforward.nn.velocity.VelocityMLP`).
+        fourier_features, fourier_scale: random Fourier features of :math:`\phi(\hat x)`
+            (:class:`~pushforward.nn.fourier.FourierFeatures`; 0 frequencies: none) for
+            sharply concentrated densities. They are functions of :math:`\hat x`, so the
+            divergence argument above holds unchanged.
 
     Example:
         >>> import torch
@@ -52,11 +57,19 @@ class ManifoldVelocity(nn.Module):
         activation: str = "silu",
         residual: bool = True,
         time_scale: float = 10.0,
+        fourier_features: int = 0,
+        fourier_scale: float = 4.0,
     ) -> None:
         super().__init__()
         self.manifold = manifold
+        self.fourier = (
+            FourierFeatures(manifold.feature_size, fourier_features, fourier_scale)
+            if fourier_features
+            else None
+        )
+        width = manifold.feature_size if self.fourier is None else self.fourier.out_features
         self.network = VelocityMLP(
-            manifold.feature_size,
+            width,
             context=context,
             hidden=hidden,
             time_embedding=time_embedding,
@@ -69,5 +82,8 @@ class ManifoldVelocity(nn.Module):
     def forward(self, x: Tensor, t: Tensor | float, context: Tensor | None = None) -> Tensor:
         """The tangent vector ``(batch, ambient)`` at ``x: (batch, ambient)``, times ``t``."""
         point = self.manifold.project(x)
-        raw = self.network(self.manifold.features(point), t, context)
+        features = self.manifold.features(point)
+        if self.fourier is not None:
+            features = self.fourier(features)
+        raw = self.network(features, t, context)
         return self.manifold.vector_field(point, raw)

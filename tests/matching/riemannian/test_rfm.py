@@ -264,3 +264,33 @@ def test_a_short_training_run_fits_the_built_in_densities(name, tmp_path):
     difference = test.toy.log_prob(test.values) - log_q
     kl, error = float(difference.mean()), float(difference.std() / math.sqrt(1000))
     assert -3 * error < kl < 0.12, (kl, error)
+
+
+def test_fourier_features_keep_the_density_normalised_and_are_saved(tmp_path):
+    # An untrained field on random Fourier features of the point varies on a finer
+    # scale than the plain MLP's; its density must still integrate to 1 over S^2.
+    model = small("sphere", 3, fourier_features=16, fourier_scale=1.5)
+    assert model.network.fourier is not None
+    assert tuple(model.network.fourier.projection.shape) == (3, 16)
+    totals = []
+    for n_height in (40, 80):
+        grid, area = sphere_grid(n_height, 2 * n_height)
+        with torch.no_grad():
+            log_density = model.log_prob(grid)
+        totals.append(float(log_density.exp().sum() * area))
+    assert float(log_density.std()) > 0.5  # far from the uniform density
+    # The midpoint rule is second order: Richardson's extrapolation of the two grids.
+    assert abs((4 * totals[1] - totals[0]) / 3 - 1.0) < 0.01, totals
+    # The frequencies are a buffer: saved with the weights, the same answers after loading.
+    pushforward.save(model, tmp_path / "m")
+    loaded = pushforward.load(tmp_path / "m").double()
+    x = grid[:50]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(x), model.log_prob(x))
+
+
+def test_fourier_feature_options_are_checked():
+    with pytest.raises(ValueError, match="fourier_scale"):
+        pushforward.build("rfm", features=3, fourier_features=4, fourier_scale=0.0)
+    with pytest.raises(ValueError, match="fourier_features"):
+        pushforward.build("rfm", features=3, fourier_features=-1)

@@ -33,6 +33,8 @@ def riemannian_flow_matching(
     time_embedding: int = 32,
     time_scale: float = 10.0,
     activation: str = "silu",
+    fourier_features: int = 0,
+    fourier_scale: float = 4.0,
     context_dropout: float = 0.0,
     solver: str = "rk4",
     steps: int = 20,
@@ -58,6 +60,11 @@ def riemannian_flow_matching(
         loss: ``mse`` or ``pseudo-huber`` (of the tangent vectors).
         loss_weighting: ``none`` or ``uniform-time``.
         hidden, residual, time_embedding, time_scale, activation: the velocity MLP.
+        fourier_features, fourier_scale: random Fourier features of the point before the
+            MLP (Tancik et al. 2020; :class:`~pushforward.nn.fourier.FourierFeatures`):
+            the number of frequencies (0: none) and their standard deviation in cycles
+            per unit of the point's features, for densities concentrated on scales far
+            below the manifold's (the earth sets).
         context_dropout: probability of dropping the context in training
             (classifier-free guidance; 0 disables it).
         solver, steps: default sampling solver (fixed steps, or adaptive and projected
@@ -83,6 +90,8 @@ def riemannian_flow_matching(
         activation=activation,
         residual=bool(residual),
         time_scale=positive_float("time_scale", time_scale),
+        fourier_features=positive_int("fourier_features", fourier_features, minimum=0),
+        fourier_scale=positive_float("fourier_scale", fourier_scale),
     )
     return RiemannianFlowMatching(
         network,
