@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from pushforward.data import Dataset
+from pushforward.data.earth import check_coordinates
 from pushforward.distributions import Empirical
 from pushforward.model import Model
 from pushforward.registry import build, builder_for, data_kind, keywords
@@ -129,6 +130,12 @@ def train_run(
     else:
         config = TrainingConfig.resolve(name, None, train)
     check_model_options(name, options, source)
+    if check_coordinates(coordinates) != "native" and data_kind(name) != "points":
+        # Before any data is read.
+        raise ValueError(
+            f"coordinates={coordinates!r} (--latlon) gives points on the sphere; model "
+            f"{name!r} models {data_kind(name)}, use rfm (manifold='sphere') or sphere-nsf"
+        )
     out = Path(out)
     previous = None
     if (out / CONFIG_FILE).exists():
@@ -147,11 +154,6 @@ def train_run(
         options["vocab"] = list(dataset.vocab)
     else:
         dataset = read_data(data, config.n, config.seed, coordinates)
-    if coordinates != "native" and data_kind(name) != "points":
-        raise ValueError(
-            f"coordinates={coordinates!r} (--latlon) gives points on the sphere; model "
-            f"{name!r} models {data_kind(name)}, use rfm (manifold='sphere') or sphere-nsf"
-        )
     points = data_kind(name) == "points"
     if points and dataset.domain in ("sphere", "torus", "so3") and "manifold" in keywords(name):
         # A built-in set on a manifold names it, so the model need not be told.

@@ -26,9 +26,9 @@ def read_data(data: DataInput, n: int | None, seed: int, coordinates: str = "nat
     """A data file, ``builtin:NAME``, or rows given as an array (float64); with
     ``coordinates="latlon"`` a file or array of latitudes and longitudes in degrees, read
     as unit vectors of :math:`S^2`."""
-    check_coordinates(coordinates)
     if isinstance(data, str | os.PathLike):
         return load_dataset(data, n=n, seed=seed, coordinates=coordinates)
+    check_coordinates(coordinates)
     values = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data)
     values = values.detach().cpu().to(torch.float64)
     if values.ndim < 2 or values.shape[0] == 0:
