@@ -23,6 +23,7 @@ from pushforward.distributions.base import Distribution
 from pushforward.distributions.normal import StandardNormal
 from pushforward.distributions.uniform import BoxUniform
 from pushforward.paired import PairedBatch
+from pushforward.sampling.targets.gaussian_mixture import GaussianMixtureTarget
 from pushforward.transforms.autoregressive import MaskedAutoregressive
 from pushforward.transforms.base import Compose, Inverse, Transform
 from pushforward.transforms.circular import CircularAutoregressive, CircularCoupling
@@ -39,6 +40,7 @@ from pushforward.transforms.maps import (
 from pushforward.transforms.normalization import ActNorm, BatchNorm
 from pushforward.transforms.permutation import Permutation
 from pushforward.transforms.standardize import Standardize
+from pushforward.transforms.variational import Planar, Radial, Sylvester
 
 
 def randomize_(
@@ -443,6 +445,22 @@ def _logit(features: int, context: int, dtype: torch.dtype, *, alpha: float) -> 
     return Logit(alpha).to(dtype)
 
 
+def _planar(features: int, context: int, dtype: torch.dtype) -> Transform:
+    layer = Planar(features, context=context, hidden=(16,))
+    return _randomized(layer, dtype, 0.5, _generator(features, context))
+
+
+def _radial(features: int, context: int, dtype: torch.dtype) -> Transform:
+    layer = Radial(features, context=context, hidden=(16,))
+    return _randomized(layer, dtype, 0.5, _generator(features, context))
+
+
+def _sylvester(features: int, context: int, dtype: torch.dtype, *, full: bool) -> Transform:
+    columns = features if full else (features + 1) // 2
+    layer = Sylvester(features, columns, context=context, hidden=(16,))
+    return _randomized(layer, dtype, 0.5, _generator(features, context))
+
+
 def _reverse_permutation(features: int, context: int, dtype: torch.dtype) -> Transform:
     return Permutation.reverse(features).to(dtype)
 
@@ -508,6 +526,13 @@ TRANSFORMS: dict[str, TransformCase] = {
     # Each layer's tails are swept on its own; stacked, rows 10x outside the bounds
     # would compound the layers' conditioning.
     "compose": TransformCase(_composition, normal_inputs, conditional=True, grid=PLANE),
+    # The flows of variational inference; Sylvester with Q square and with fewer columns.
+    "planar": TransformCase(_planar, conditional=True, grid=PLANE),
+    "radial": TransformCase(_radial, conditional=True, grid=PLANE),
+    "sylvester": TransformCase(partial(_sylvester, full=True), conditional=True, grid=PLANE),
+    "sylvester-fewer-columns": TransformCase(
+        partial(_sylvester, full=False), conditional=True, grid=PLANE
+    ),
 }
 """One case per concrete transform (and its variants), swept by the transform contract.
 
@@ -568,7 +593,18 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     # sample_and_log_prob cannot pass: it keeps dopri5 (see LOG_PROB_OPTIONS).
     "shortcut": {"hidden": [16], "time_embedding": 8, "max_steps": 8},
     "consistency-fm": {"hidden": [16], "time_embedding": 8},
+    "planar": {"transforms": 3, "hidden": [16]},
+    "radial": {"transforms": 3, "hidden": [16]},
+    "sylvester": {"transforms": 2, "hidden": [16]},
     "distilled": {"hidden": [16], "time_embedding": 8},
+    # One stochastic layer of each kind, the first before any coupling layer.
+    "snf": {
+        "transforms": 2,
+        "hidden": [16],
+        "bins": 4,
+        "stochastic": ["langevin", "metropolis", "hmc"],
+        "leapfrog_steps": 2,
+    },
 }
 # The same names again with other options, as cases of their own.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -596,10 +632,32 @@ def _pairs_loss(model: Any, x: Tensor, context: Tensor | None) -> Tensor:
     return model.regression_loss(PairedBatch(torch.zeros_like(x), x, context))
 
 
+# A stochastic normalizing flow samples towards a target given at sampling time.
+SWEEP_TARGET = GaussianMixtureTarget(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), 0.8, name="sweep")
+
+
+def _path_weight_loss(model: Any, x: Tensor, context: Tensor | None) -> Tensor:
+    # An SNF is fitted to a target, not to data: its loss is the reverse KL of its path
+    # weights against SWEEP_TARGET, with the checks a data batch gets (shape, dtype, context).
+    x = model.check_input(x)
+    context = model.check_context(context, x.shape[0])
+    _, log_w = model.rsample_and_log_weight(x.shape[0], SWEEP_TARGET, context=context)
+    return -log_w.mean()
+
+
 LOSS_FUNCTIONS: dict[str, Callable[[Any, Tensor, Tensor | None], Tensor]] = {
     "distilled": _pairs_loss,
+    "snf": _path_weight_loss,
 }
 """How the sweep computes a model's training loss where it is not ``model.loss(x, c)``."""
+
+SAMPLE_OPTIONS: dict[str, dict[str, Any]] = {"snf": {"target": SWEEP_TARGET}}
+"""Keyword options of ``sample`` and ``rsample`` a model needs (an SNF's target), by name."""
+
+
+def sample_options(case: str) -> dict[str, Any]:
+    """The keywords the sweep passes to the case's ``sample`` and ``rsample``."""
+    return dict(SAMPLE_OPTIONS.get(registered_name(case), {}))
 
 
 def registered_name(case: str) -> str:

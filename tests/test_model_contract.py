@@ -3,7 +3,8 @@
 A model of vectors joins by registration alone (token models have their own sweep,
 ``tests/test_token_model_contract.py``): its name must have an entry in
 ``tests.contract.SMALL_OPTIONS`` (small sizes, cheap solvers), or the sweep
-fails naming it.
+fails naming it. A model whose ``sample`` needs keywords (an SNF's target) names them in
+``tests.contract.SAMPLE_OPTIONS``.
 Checked for every model: shapes of the protocol's answers, dtype and device
 following the inputs, float64 end to end, save/load identity, the agreement of
 ``sample_and_log_prob`` with ``log_prob`` on a model fresh out of ``build``, a
@@ -32,6 +33,7 @@ from tests.contract import (
     grid_integral_2d,
     randomize_,
     registered_name,
+    sample_options,
     small_options,
 )
 
@@ -121,12 +123,13 @@ def test_shapes_dtype_and_device_follow_the_inputs(case, context, dtype, device)
     loss = loss_of(case, model, x, c)
     follows(loss, ())
     assert torch.isfinite(loss)
-    samples = model.sample(7, one_row)
+    options = sample_options(case)
+    samples = model.sample(7, one_row, **options)
     follows(samples, (7, FEATURES))
     assert not samples.requires_grad
     assert torch.isfinite(samples).all()
     if model.has_rsample:
-        follows(model.rsample(5, one_row), (5, FEATURES))
+        follows(model.rsample(5, one_row, **options), (5, FEATURES))
     if model.has_log_prob:
         log_prob = model.log_prob(x, c)
         follows(log_prob, (12,))
@@ -156,7 +159,7 @@ def test_float64_end_to_end(case):
     assert gradients, "the loss reaches no parameter"
     assert all(g.dtype == torch.float64 and torch.isfinite(g).all() for g in gradients)
     model.eval()
-    assert model.sample(4, c[0]).dtype == torch.float64
+    assert model.sample(4, c[0], **sample_options(case)).dtype == torch.float64
     if model.has_log_prob:
         assert model.log_prob(x, c).dtype == torch.float64
     with pytest.raises(TypeError, match="dtype"):
@@ -171,7 +174,7 @@ def test_reparameterised_samples_carry_gradients(case):
             model.rsample(4, contexts(1)[0])
         return
     c = contexts(16)
-    samples = model.rsample(16, c)
+    samples = model.rsample(16, c, **sample_options(case))
     total = samples.sum()
     if model.has_log_prob:
         samples, log_prob = model.rsample_and_log_prob(16, c)
@@ -202,10 +205,11 @@ def test_save_and_load_give_identical_answers(case, dtype, tmp_path):
     x, c = data(10, dtype), contexts(10, dtype)
     if model.has_log_prob:
         torch.testing.assert_close(loaded.log_prob(x, c), model.log_prob(x, c), atol=0, rtol=0)
+    options = sample_options(case)
     torch.manual_seed(5)
-    first = model.sample(7, c[0])
+    first = model.sample(7, c[0], **options)
     torch.manual_seed(5)
-    torch.testing.assert_close(loaded.sample(7, c[0]), first, atol=0, rtol=0)
+    torch.testing.assert_close(loaded.sample(7, c[0], **options), first, atol=0, rtol=0)
 
 
 # -- sample_and_log_prob and log_prob --------------------------------------------------------

@@ -6,7 +6,7 @@ three questions: ``log_prob``, ``sample`` and ``loss``.
 
 from __future__ import annotations
 
-from pushforward import fewstep, flows, matching, recipes
+from pushforward import fewstep, flows, matching, recipes, sampling
 from pushforward._version import __version__
 from pushforward.flows import Flow
 from pushforward.matching import FlowMatching
@@ -17,6 +17,7 @@ from pushforward.serialization import load, save
 from pushforward.train import fit
 from pushforward.train.config import TrainingConfig
 from pushforward.train.run import RunResult, train_run
+from pushforward.train.target_run import train_target_run
 from pushforward.transforms.preprocessing import Preprocessing
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "recipes",
     "reflow_run",
     "register",
+    "sampling",
     "save",
     "train_run",
+    "train_target_run",
 ]

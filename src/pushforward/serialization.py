@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
@@ -25,6 +27,13 @@ READABLE_VERSIONS = (1, 2)
 version 2 stores it as the model's preprocessing. Both load."""
 CONFIG_FILE = "model.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (no pickle), for :func:`atomic_write_bytes`."""
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

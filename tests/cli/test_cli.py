@@ -250,7 +250,7 @@ def bad_cases(tmp: Path, run: Path) -> dict[str, tuple[list[str], str]]:
             "has 7 rows but the data has 20",
         ),
         "unknown model": (
-            ["train", "--model", "nfs", "--data", str(tmp / "x.npy"), "--out", str(tmp / "m")],
+            ["train", "--model", "nsff", "--data", str(tmp / "x.npy"), "--out", str(tmp / "m")],
             "did you mean 'nsf'",
         ),
         "model not trained from data": (

@@ -208,7 +208,7 @@ def test_bad_requests_are_one_line(
         ),
         "neither -n nor --source": (
             ["sample", str(ot_run), *to],
-            "one of the arguments -n --source is required",
+            "give -n N samples (or --source FILE",
         ),
         "run without a source": (
             ["sample", str(plain), *source, *to],

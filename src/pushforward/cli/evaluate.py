@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from pushforward.cli.evaluate_target import evaluate_target, run_target
 from pushforward.cli.evaluate_tokens import evaluate_tokens
+from pushforward.cli.sample_mcmc import run_sample_mcmc
 from pushforward.data import (
     BUILTIN_PREFIX,
     bits_per_dim,
@@ -25,9 +25,9 @@ from pushforward.geometry import Sphere
 from pushforward.inference import declared_fields
 from pushforward.metrics import energy_distance, sliced_wasserstein
 from pushforward.model import Model
-from pushforward.serialization import atomic_write_bytes
+from pushforward.serialization import atomic_write_bytes, npy_bytes
 from pushforward.token_model import TokenModel
-from pushforward.train.run_directory import open_run
+from pushforward.train.run_directory import open_run, read_config
 from pushforward.train.run_inputs import read_source
 
 SAMPLE_OPTIONS = tuple(declared_fields("SampleOptions"))
@@ -133,6 +133,16 @@ def as_latlon(model: Model, samples: Tensor) -> Tensor:
 
 def run_eval(arguments: argparse.Namespace) -> int:
     """Prints one JSON object of metrics on standard output."""
+    spec = getattr(arguments, "target", None)
+    fitted = "target" in read_config(arguments.run)
+    if spec is not None or fitted:
+        config, model = open_run(arguments.run)
+        seed = default_eval_seed(config) if arguments.seed is None else arguments.seed
+        result = evaluate_target(config, model, spec, arguments.n, arguments.data, seed)
+        print(json.dumps(result))
+        return 0
+    if arguments.data is None:
+        raise ValueError("give --data FILE|builtin:NAME to evaluate a run trained on data")
     result = evaluate_run(
         arguments.run, arguments.data, arguments.context, arguments.n, arguments.seed, arguments
     )
@@ -279,11 +289,20 @@ def sample_metrics(
 
 def run_sample(arguments: argparse.Namespace) -> int:
     """Writes samples in the data's original units to a ``.npy`` file."""
+    if getattr(arguments, "mcmc", None) is not None:
+        return run_sample_mcmc(arguments)
+    if getattr(arguments, "target", None) is not None or getattr(arguments, "chains", None):
+        raise ValueError("--target, --chains and --warmup apply to --mcmc KERNEL")
     source_file = getattr(arguments, "source", None)
     if source_file is not None:
         return run_transport(arguments, source_file)
+    if arguments.n is None:
+        raise ValueError("give -n N samples (or --source FILE, or --mcmc KERNEL)")
     config, model = open_run(arguments.run)
     options = method_options(model, "sample", arguments, SAMPLE_OPTIONS)
+    if getattr(model, "has_path_weights", False):
+        # A stochastic flow samples through the target it was fitted to.
+        options["target"] = run_target(config, None, None)
     if arguments.n < 1:
         raise ValueError(f"-n must be a positive number of samples, got {arguments.n}")
     out = Path(arguments.out)
@@ -304,7 +323,7 @@ def run_sample(arguments: argparse.Namespace) -> int:
         array = as_latlon(model, values).numpy()
     else:
         array = values.reshape(n, *config["data"]["event_shape"]).numpy()
-    buffer = _npy_bytes(array)
+    buffer = npy_bytes(array)
     atomic_write_bytes(out, buffer)
     print(f"wrote {array.shape[0]} samples of shape {tuple(array.shape[1:])} to {out}")
     return 0
@@ -341,12 +360,6 @@ def run_transport(arguments: argparse.Namespace, source_file: str) -> int:
     with torch.no_grad():
         mapped = model.transport(x0, context, **options)  # type: ignore[operator]
     array = mapped.double().reshape(n, *config["data"]["event_shape"]).numpy()
-    atomic_write_bytes(out, _npy_bytes(array))
+    atomic_write_bytes(out, npy_bytes(array))
     print(f"mapped {n} rows of '{source_file}' to {out}")
     return 0
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    stream = io.BytesIO()
-    np.save(stream, array, allow_pickle=False)
-    return stream.getvalue()

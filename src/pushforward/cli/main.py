@@ -19,6 +19,8 @@ from pushforward.cli.reflow import run_distill, run_reflow
 from pushforward.cli.train import run_train
 from pushforward.inference import declared_fields
 from pushforward.registry import available
+from pushforward.sampling.mcmc import KERNELS
+from pushforward.sampling.objectives import OBJECTIVES
 
 EPILOG = """examples:
   pushforward train --data builtin:moons --model nsf --out runs/moons
@@ -40,6 +42,9 @@ TRAIN_EPILOG = """examples:
   pushforward train --data x.npy --model maf --config config.toml --out runs/maf
   pushforward train --data x.npy --model maf --config config.toml --out runs/maf --resume
   pushforward train --data B.npy --source A.npy --model fm --out runs/a-to-b
+  pushforward train --target builtin:gmm-40 --model nsf --objective path-gradient \
+      --steps 5000 --out runs/gmm
+  pushforward train --target energy.py:log_density --features 8 --model realnvp --out runs/e
 
 config.toml:
   [model]            # any keyword of the model (see pushforward.build)
@@ -69,6 +74,18 @@ default, or --set coupling="independent"), and is standardised with its own
 statistics. Its rows are stored in the model, so pushforward sample RUN_DIR -n N
 maps N of them, and --source NEW.npy maps given rows. A flow from an empirical
 source has no density (no log_prob).
+--target fits a flow to an unnormalized log-density log p~(x) instead of data:
+every step draws --batch-size samples of the flow. --objective reverse-kl (the
+reparameterised reverse KL), path-gradient (the same loss with the path gradient:
+--set objective.estimator="drop-in" evaluates it through the inverse instead of the
+fast pass), forward-kl (maximum likelihood on exact target samples; --set
+objective.path_gradient=true), alpha (--set objective.alpha=2.0), fab (flow
+annealed importance sampling bootstrap, mass-covering; --set objective.buffer=true,
+objective.n_intermediate=8, objective.transition="metropolis"). [train] options
+beta (initial inverse temperature) and anneal (steps to reach 1) temper the target,
+eval_samples (2000) sets the importance-sampling evaluation every eval_every steps
+(ess and log_z go to metrics.jsonl), dtype = "float64" trains in double precision.
+A target may return -inf outside its support, never NaN or +inf.
 RUN_DIR gets config.json, model.json + model.safetensors, metrics.jsonl and
 checkpoints/.
 """
@@ -103,6 +120,14 @@ examples:
   pushforward sample runs/cond -n 100 --context c.csv --out samples.npy
   pushforward sample runs/fm -n 10000 --solver heun --steps 16 --out samples.npy
   pushforward sample runs/a-to-b --source A_new.npy --out mapped.npy
+  pushforward sample runs/gmm --mcmc isir --chains 32 --steps 2000 --out chains.npy
+
+--mcmc KERNEL (a run of train --target) runs flow-based MCMC on the run's target:
+imh (independent Metropolis-Hastings, the flow as proposal), isir (iterated
+sampling importance resampling), neutra / neutra-mala (HMC / MALA in the flow's
+latent space), local-global (flow moves and MALA steps), hmc / mala (in the
+data's units, started from the flow). It writes (steps, chains, features) and
+prints the acceptance rate, the largest R-hat and the smallest ESS.
 """
 
 
@@ -229,7 +254,19 @@ def parser() -> argparse.ArgumentParser:
     train = _subparser(
         commands, "train", "train a model on data and write a run directory", TRAIN_EPILOG
     )
-    train.add_argument("--data", required=True, help="data file (.npy, .npz, .csv) or builtin:NAME")
+    train.add_argument("--data", help="data file (.npy, .npz, .csv) or builtin:NAME")
+    train.add_argument(
+        "--target",
+        help="fit an unnormalized log-density instead of data: FILE.py:NAME (a function of a "
+        "(batch, D) tensor returning (batch,), or an object with log_prob) or builtin:NAME",
+    )
+    train.add_argument(
+        "--features", type=int, help="the target's dimension D, where it does not say it"
+    )
+    train.add_argument(
+        "--objective",
+        help=f"objective against a --target ({', '.join(OBJECTIVES)}; default reverse-kl)",
+    )
     train.add_argument("--context", help="context file, one row per data row")
     train.add_argument(
         "--source",
@@ -263,9 +300,19 @@ def parser() -> argparse.ArgumentParser:
         commands, "eval", "evaluate a trained run's log-likelihood on data", EVAL_EPILOG
     )
     evaluate.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
-    evaluate.add_argument("--data", required=True, help="data file or builtin:NAME")
+    evaluate.add_argument(
+        "--data",
+        help="data file or builtin:NAME; with --target, a file of exact target samples",
+    )
+    evaluate.add_argument(
+        "--target",
+        help="importance-sampling metrics against FILE.py:NAME or builtin:NAME (default for "
+        "a run of train --target: its own target)",
+    )
     evaluate.add_argument("--context", help="context file: one row per data row, or one row")
-    evaluate.add_argument("--n", type=int, help="examples (built-in sets: 20000 toys)")
+    evaluate.add_argument(
+        "-n", "--n", type=int, help="examples (built-in sets: 20000 toys; --target: flow samples)"
+    )
     evaluate.add_argument(
         "--seed", type=int, help="seed of built-in data (default: training seed + 1)"
     )
@@ -284,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
 
     sample = _subparser(commands, "sample", "draw samples from a trained run", SAMPLE_EPILOG)
     sample.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
-    count = sample.add_mutually_exclusive_group(required=True)
+    count = sample.add_mutually_exclusive_group()
     count.add_argument("-n", type=int, help="samples (per context row)")
     count.add_argument(
         "--source",
@@ -299,6 +346,15 @@ def parser() -> argparse.ArgumentParser:
         help="write points of S^2 as latitude and longitude in degrees (the default for a "
         "run trained with --latlon)",
     )
+    mcmc = sample.add_argument_group("flow MCMC on a run of train --target")
+    mcmc.add_argument(
+        "--mcmc",
+        help=f"run Markov chains with the flow as proposal or map ({', '.join(KERNELS)}); "
+        "--steps is then the number of kept steps (1000)",
+    )
+    mcmc.add_argument("--chains", type=int, help="chains side by side (16)")
+    mcmc.add_argument("--warmup", type=int, help="steps run and dropped first (0)")
+    mcmc.add_argument("--target", help="the target (default: the one the run was fitted to)")
     _solver_arguments(sample, likelihood=False)
 
     plot = _subparser(

@@ -10,14 +10,17 @@ from typing import Any
 import torch
 
 from pushforward.cli.evaluate import data_coordinates
+from pushforward.cli.evaluate_target import run_target
 from pushforward.cli.plot_manifold import can_plot, plot_manifold
+from pushforward.cli.plot_target import SAMPLES as TARGET_SAMPLES
+from pushforward.cli.plot_target import plot_target_densities, plot_weights
 from pushforward.cli.report import write_report
 from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_dataset
 from pushforward.data.tokens import load_tokens
 from pushforward.geometry import Manifold
 from pushforward.matching.reflected import ReflectedFlowMatching
 from pushforward.model import Model
-from pushforward.train.run_directory import open_run, read_metrics
+from pushforward.train.run_directory import open_run, read_config, read_metrics
 
 GRID = 80
 """Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a
@@ -57,7 +60,9 @@ def plot_losses(pyplot: Any, directory: Path) -> Path | None:
         axes.plot(*zip(*train, strict=True), label="training")
     if val:
         axes.plot(*zip(*val, strict=True), label="validation", marker=".")
-    axes.set(xlabel="step", ylabel="loss (standardised units)")
+    config = read_config(directory)
+    units = "nats" if "target" in config else "standardised units"
+    axes.set(xlabel="step", ylabel=f"loss ({units})")
     axes.legend()
     figure.tight_layout()
     path = directory / "loss.png"
@@ -223,6 +228,16 @@ def plot_run(directory: Path) -> list[Path]:
     config, model = open_run(str(directory))
     pyplot = _pyplot()
     written = [plot_losses(pyplot, directory)]
+    if "target" in config:
+        # A run fitted to a target: the target beside the flow, and the weights.
+        target = run_target(config, None, None)
+        torch.manual_seed(0)
+        samples = model.sample(TARGET_SAMPLES).double()
+        written.append(plot_target_densities(pyplot, directory, model, target, samples))
+        written.append(plot_weights(pyplot, directory, model, target))
+        title = f"pushforward run {directory.resolve().name}"
+        written.append(write_report(directory, [directory], title=title))
+        return [path for path in written if path is not None]
     shape = config["data"]["event_shape"]
     vocab = config["data"].get("vocab")
     if model.context_features == 0 and vocab is not None:

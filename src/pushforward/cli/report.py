@@ -143,6 +143,17 @@ def summarize_run(run: Path, label: str) -> RunSummary:
             NO_VALUE if best is None else f"{best['val_loss']:.4f} (step {best['step']})"
         ),
     }
+    evaluated = [r for r in records if _finite(r.get("ess"))]
+    if evaluated:
+        last = evaluated[-1]
+        metrics["reverse ESS (last evaluation)"] = f"{last['ess']:.4f} (step {last['step']})"
+        if _finite(last.get("log_z")):
+            metrics["log Z estimate (last evaluation)"] = _format(last["log_z"])
+    if config.get("target"):
+        known = config["target"].get("log_z")
+        metrics["target"] = str(config["target"].get("spec") or config["target"].get("name"))
+        metrics["exact log Z"] = _format(known)
+        metrics["objective"] = str((config.get("objective") or {}).get("name", NO_VALUE))
     if _finite(evaluation.get("nll")):
         error = evaluation.get("nll_se")
         spread = f" \u00b1 {error:.4f}" if _finite(error) else ""

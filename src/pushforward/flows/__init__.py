@@ -6,16 +6,23 @@ from pushforward.flows.coupling import nsf, realnvp
 from pushforward.flows.flow import Flow
 from pushforward.flows.manifold import CylindricalSphereFlow, ManifoldFlow
 from pushforward.flows.sphere import sphere_nsf
+from pushforward.flows.stochastic import StochasticNormalizingFlow, snf
+from pushforward.flows.variational import planar, radial, sylvester
 
 __all__ = [
     "CylindricalSphereFlow",
     "Flow",
     "ManifoldFlow",
+    "StochasticNormalizingFlow",
     "circular_nsf",
     "iaf",
     "maf",
     "nsf",
     "nsf_autoregressive",
+    "planar",
+    "radial",
     "realnvp",
+    "snf",
     "sphere_nsf",
+    "sylvester",
 ]

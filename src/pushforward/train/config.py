@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomllib
 import torch
@@ -27,7 +27,13 @@ class TrainingConfig:
     when ``patience`` is not set), at most ``max_steps`` steps, and the best
     weights are restored; the learning rate warms up and decays over
     ``max_steps``. A number of ``steps`` is a fixed budget, as is any run
-    without validation rows (``default_steps`` then). A model may declare its
+    without validation rows (``default_steps`` then). A run fitted to a target
+    (``pushforward train --target``) has no validation rows: it trains for ``steps``
+    (else ``default_steps``) with ``objective`` (``reverse-kl`` when not set) and its
+    ``objective_options``, tempers the target from inverse temperature ``beta`` to 1
+    over ``anneal`` steps, evaluates importance weights of ``eval_samples`` samples
+    every ``eval_every`` steps and trains in ``dtype`` (``"float32"`` or
+    ``"float64"``); those options are refused for runs on data. A model may declare its
     own defaults at registration (``register("fm", train={"lr": 5e-3})``);
     they come between these and a config file.
 
@@ -54,6 +60,22 @@ class TrainingConfig:
     checkpoint_every: int = 500
     patience: int | None = None
     prepare_workers: int | None = None
+    # Runs fitted to a target (--target) instead of data:
+    objective: str | None = None
+    objective_options: dict[str, Any] | None = None
+    beta: float = 1.0
+    anneal: int = 0
+    eval_samples: int = 2000
+    dtype: str = "float32"
+
+    TARGET_ONLY: ClassVar[tuple[str, ...]] = (
+        "objective",
+        "objective_options",
+        "beta",
+        "anneal",
+        "eval_samples",
+        "dtype",
+    )
 
     @classmethod
     def names(cls) -> list[str]:
@@ -128,6 +150,11 @@ class TrainingConfig:
             return self.default_steps, self.patience
         patience = CONVERGENCE_PATIENCE if self.patience is None else self.patience
         return self.max_steps, patience
+
+    def target_options_set(self) -> list[str]:
+        """The target-only options set to other than their defaults (refused on data)."""
+        defaults = type(self)()
+        return [name for name in self.TARGET_ONLY if getattr(self, name) != getattr(defaults, name)]
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved options, for ``config.json``."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pushforward.model import Model
+from pushforward.sampling.objectives import Objective
 from pushforward.train.batches import EpochBatches, Rows
 from pushforward.train.callbacks import Callback
 from pushforward.train.config import validation_split
@@ -21,6 +24,7 @@ from pushforward.train.loop import TrainingLoop, model_device
 from pushforward.train.prepare import PrepareAhead, default_prepare_workers
 from pushforward.train.progress import ProgressBar
 from pushforward.train.schedule import warmup_cosine
+from pushforward.train.target_fit import fit_target
 
 Validation = (
     float | Tensor | tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor] | None
@@ -29,9 +33,15 @@ Validation = (
 
 def fit(
     model: Model,
-    data: Tensor,
+    data: Tensor | None = None,
     context: Tensor | None = None,
     *,
+    target: Any = None,
+    objective: str | Objective | None = None,
+    objective_options: dict[str, Any] | None = None,
+    beta: float = 1.0,
+    anneal: int = 0,
+    eval_samples: int = 0,
     source: Tensor | None = None,
     preprocessed: bool = False,
     steps: int = 2000,
@@ -61,7 +71,7 @@ def fit(
     handle_signals: bool = True,
     prepare_workers: int | None = None,
 ) -> History:
-    r"""Trains ``model`` by minimising ``model.loss`` on minibatches of ``data``.
+    r"""Trains ``model`` on minibatches of ``data`` by ``model.loss``, or on a ``target``.
 
     Adam or AdamW (Kingma & Ba, 2015; Loshchilov & Hutter, 2019) with learning
     rate ``lr * f(step)``, ``f`` a linear warm-up then cosine decay
@@ -99,6 +109,19 @@ def fit(
     coupling drawn (reflow and distillation train this way). Only models that
     learn from pairs (``learns_from_pairs``: the flow-matching family, ``distilled``)
     take a ``source``.
+
+    **A target instead of data.** With ``target`` (an unnormalized log-density: a
+    :class:`~pushforward.sampling.Target`, or a callable of ``(batch, D)`` returning
+    ``(batch,)``) and no ``data``, every step draws ``batch_size`` samples of the model
+    and minimises ``objective`` (:mod:`pushforward.sampling.objectives`:
+    ``"reverse-kl"`` by default, ``"path-gradient"``, ``"forward-kl"`` from the target's
+    exact samples, ``"alpha"``) with ``objective_options``. The target is tempered,
+    :math:`\tilde p^{\beta_k}`, with :math:`\beta_k` rising linearly from ``beta`` to 1
+    over the first ``anneal`` steps. With ``eval_samples``, every ``eval_every`` steps
+    that many samples (fixed noise) give the reverse ESS and :math:`\log \hat Z`, passed
+    to callbacks as ``ess`` and ``log_z``; the validation loss is minus the ELBO. The
+    model is returned with its EMA weights when ``ema`` is set, else the last ones.
+    Checkpoints and exact resume work as with data.
 
     **Distributed.** Inside an initialised ``torch.distributed`` process group
     (e.g. under ``torchrun``) the model is wrapped in DistributedDataParallel;
@@ -150,6 +173,13 @@ def fit(
         resume: continue from the latest checkpoint in ``checkpoint_dir``.
         distributed: ``None`` follows ``torch.distributed``; ``False`` trains alone.
         handle_signals: turn SIGINT/SIGTERM into checkpoint-and-exit.
+        target: an unnormalized target to fit instead of ``data`` (see above).
+        objective: the objective against ``target`` (a name or an
+            :class:`~pushforward.sampling.objectives.Objective`).
+        objective_options: the objective's options (``{"estimator": "drop-in"}``).
+        beta: the initial inverse temperature of the target (with ``anneal``).
+        anneal: steps over which the inverse temperature rises to 1.
+        eval_samples: samples of each evaluation against the target (0: none).
         prepare_workers: threads that prepare coming batches for a model whose
             ``prepare_batch`` does work (an optimal-transport coupling); that many
             steps are prepared ahead. ``None``: the cores training leaves free
@@ -160,6 +190,47 @@ def fit(
         The :class:`History` of the run (including the part before a resume).
     """
     where = placement(distributed)
+    if target is not None:
+        if data is not None or context is not None or source is not None:
+            raise ValueError("fit takes data or a target, not both (target= with data=)")
+        if validation is not None:
+            raise ValueError(
+                "validation rows do not apply to a target; use eval_samples for importance "
+                "weights of the model's own samples"
+            )
+        return fit_target(
+            model,
+            target,
+            objective,
+            objective_options,
+            optim=_optimizer(model, optimizer, lr, betas, weight_decay),
+            where=where,
+            optimizer=optimizer,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            final_lr=final_lr,
+            clip=clip,
+            ema=ema,
+            beta=beta,
+            anneal=anneal,
+            eval_every=eval_every,
+            eval_samples=eval_samples,
+            seed=seed,
+            log_every=log_every,
+            max_skipped_in_a_row=max_skipped_in_a_row,
+            callbacks=callbacks,
+            quiet=quiet,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            handle_signals=handle_signals,
+        )
+    if data is None:
+        raise ValueError("fit needs data (or a target= to fit instead)")
+    if objective is not None or objective_options:
+        raise ValueError("an objective applies to a target (target=), not to data")
     if source is not None and not model.learns_from_pairs:
         raise ValueError(
             f"{type(model).__name__} learns from data alone; source= (fixed pairs) needs "
@@ -236,9 +307,10 @@ def fit(
                                 coming_rows = rows(index)
                                 preparer.ahead(step, coming_rows.x, coming_rows.context)
                 lr_now = lr * warmup_cosine(loop.step, steps, warmup, final_lr)
-                logs = loop.train_step(
-                    loss_of, batch, batch_context, lr_now, clip, request, prepared
+                arguments = (
+                    (batch, batch_context) if prepared is None else (batch, batch_context, prepared)
                 )
+                logs = loop.train_step(partial(loss_of, *arguments), lr_now, clip, request)
                 step = loop.step
                 if logs["skipped"] and loop.in_a_row >= max_skipped_in_a_row:
                     raise RuntimeError(

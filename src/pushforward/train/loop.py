@@ -28,6 +28,8 @@ from pushforward.train.history import History
 # Options that fix the trajectory: a resume with other values would not continue
 # the same run, so it is refused.
 TRAJECTORY_OPTIONS = ("seed", "batch_size", "optimizer", "train_size", "validation_size")
+CARRIED = "carried_"
+"""The key prefix of the carried state's tensors among a checkpoint's random states."""
 
 
 class TrainingLoop:
@@ -43,12 +45,16 @@ class TrainingLoop:
         model: Model,
         optim: torch.optim.Optimizer,
         averager: EMA | None,
-        batches: EpochBatches,
+        batches: EpochBatches | None,
         where: Placement,
         options: dict[str, Any],
         directory: str | os.PathLike[str] | None,
+        carried: Any = None,
     ) -> None:
         self.model = model
+        # What else carries state from step to step (an objective's replay buffer): an
+        # object with state() -> (json, tensors) and restore(json, tensors), or None.
+        self.carried = carried
         self.optim = optim
         self.averager = averager
         self.batches = batches
@@ -67,17 +73,15 @@ class TrainingLoop:
 
     def train_step(
         self,
-        loss_of: torch.nn.Module,
-        batch: Tensor,
-        context: Tensor | None,
+        compute_loss: Callable[[], Tensor],
         lr: float,
         clip: float | None,
         request: Any,
-        prepared: Any = None,
     ) -> dict[str, Any]:
+        """One optimisation step on the scalar ``compute_loss()`` (skipped if non-finite)."""
         self.model.train()
         self.optim.zero_grad(set_to_none=True)
-        loss = loss_of(batch, context) if prepared is None else loss_of(batch, context, prepared)
+        loss = compute_loss()
         # One reduction carries the loss and any stop request, so all ranks agree
         # on skipping and stopping.
         flag = 0.0 if request.signal is None else 1.0
@@ -179,9 +183,13 @@ class TrainingLoop:
                     f"weight {name!r} holds NaN or Inf at step {self.step}; "
                     "no checkpoint was written (the previous one is intact)"
                 )
-        batch_json, batch_tensors = self.batches.state()
+        batch_json, batch_tensors = ({}, {}) if self.batches is None else self.batches.state()
         rng = global_rng_state()
         rng.update(batch_tensors)
+        carried_json: dict[str, Any] = {}
+        if self.carried is not None:
+            carried_json, carried_tensors = self.carried.state()
+            rng.update({CARRIED + key: value for key, value in carried_tensors.items()})
         state = {
             "options": self.options,
             "history": self.history.to_dict(),
@@ -197,6 +205,7 @@ class TrainingLoop:
             "interval_sum": self.interval_sum,
             "interval_count": self.interval_count,
             "ema_updates": None if self.averager is None else self.averager.updates,
+            "carried": carried_json,
         }
         save_checkpoint(
             self.directory,
@@ -239,7 +248,17 @@ class TrainingLoop:
             self.averager.load_state_dict(own(saved.ema), state["ema_updates"])
         self.best = None if saved.best is None else own(saved.best)
         restore_global_rng_state(saved.rng)
-        self.batches.restore(state["batches"], saved.rng)
+        if self.batches is not None:
+            self.batches.restore(state["batches"], saved.rng)
+        if self.carried is not None:
+            self.carried.restore(
+                state.get("carried", {}),
+                {
+                    key[len(CARRIED) :]: value
+                    for key, value in saved.rng.items()
+                    if key.startswith(CARRIED)
+                },
+            )
         self.history = History.from_dict(state["history"])
         self.step = saved.step
         self.written = saved.step

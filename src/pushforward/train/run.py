@@ -130,6 +130,11 @@ def train_run(
     else:
         config = TrainingConfig.resolve(name, None, train)
     check_model_options(name, options, source)
+    for option in config.target_options_set():
+        raise ValueError(
+            f"training option {option!r} applies to a run fitted to a target (--target), "
+            "not to data"
+        )
     if check_coordinates(coordinates) != "native" and data_kind(name) != "points":
         # Before any data is read.
         raise ValueError(
@@ -200,6 +205,11 @@ def train_run(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         trained = build(name, features=values.shape[1], context=width, **options)
+    if not trained.trains_from_data and getattr(trained, "has_path_weights", False):
+        raise ValueError(
+            f"model {name!r} samples a target and has no density of data points; fit it to "
+            "a log-density instead (pushforward train --target FILE.py:NAME|builtin:NAME)"
+        )
     if not trained.trains_from_data:
         raise ValueError(
             f"model {name!r} is not trained from data; make it from a trained run "

@@ -152,6 +152,10 @@ class MetricsLog(Callback):
         record: dict[str, Any] = self._pending if self._pending is not None else {"step": step}
         self._pending = None
         record["val_loss"] = float(logs["val_loss"])
+        # A run fitted to a target also logs its importance-sampling diagnostics.
+        for key in ("ess", "log_z"):
+            if key in logs:
+                record[key] = _finite_or_none(logs[key])
         self._write(record)
         return None
 
@@ -159,6 +163,11 @@ class MetricsLog(Callback):
         with open(self.path, "a") as file:
             file.write(json.dumps(record) + "\n")
             file.flush()
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:

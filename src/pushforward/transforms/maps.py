@@ -64,6 +64,9 @@ class ElementwiseMap(nn.Module):
     """
 
     params_per_feature: int
+    # Whether log|dout/din| varies with the input (not only with the parameters): an
+    # affine map's does not, so a score pushed through it skips that derivative.
+    logabsdet_depends_on_input: bool = True
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         raise NotImplementedError
@@ -79,6 +82,7 @@ class AffineMap(ElementwiseMap):
     """
 
     params_per_feature = 2
+    logabsdet_depends_on_input = False
 
     def __init__(self, log_scale_bound: float = LOG_SCALE_BOUND) -> None:
         super().__init__()
