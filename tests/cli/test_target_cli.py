@@ -72,6 +72,10 @@ def test_a_target_run_records_its_target_and_objective(builtin_run: Path) -> Non
     assert config["target"]["log_z"] == 0.0 and config["target"]["has_sample"] is True
     assert config["objective"] == {"name": "path-gradient", "options": {"estimator": "fast"}}
     assert config["train"]["budget"]["steps"] == 60
+    # The flow works in units of the mixture's spread: sqrt(var of {-5, 0, 5} + 0.3).
+    spread = (50 / 3 + 0.3) ** 0.5
+    assert config["standardization"]["std"] == pytest.approx([spread, spread])
+    assert config["target"]["reference_scale"] == pytest.approx([spread, spread])
     lines = (builtin_run / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert records[-1]["step"] == 60 and 0.0 <= records[-1]["ess"] <= 1.0

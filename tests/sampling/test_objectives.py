@@ -275,3 +275,19 @@ def test_a_target_that_is_not_differentiable_is_refused_for_path_gradients():
     target = CallableTarget(Numpy())
     with pytest.raises(ValueError, match="not differentiable"):
         make_objective("forward-kl", path_gradient=True).loss(model, target, 8)
+
+
+def test_a_reference_scale_is_read_checked_and_broadcast():
+    class Wide:
+        features = 3
+        reference_scale = 20.0
+
+        def log_prob(self, x):
+            return -0.5 * (x / 20).square().sum(-1)
+
+    target = CallableTarget(Wide())
+    assert target.reference_scale is not None
+    assert target.reference_scale.tolist() == [20.0, 20.0, 20.0]
+    Wide.reference_scale = -1.0
+    with pytest.raises(ValueError, match="reference_scale must be one positive number or 3"):
+        CallableTarget(Wide())

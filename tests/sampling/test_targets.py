@@ -518,3 +518,25 @@ def test_phi_four_rejects_bad_options() -> None:
         PhiFour(sites=0)
     with pytest.raises(ValueError, match="option 'b'"):
         PhiFour(b=math.nan)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_funnel_is_never_nan_far_down_or_up_its_neck(dtype):
+    target = builtin_target("funnel-10")
+    big = torch.finfo(dtype).max / 10
+    x = torch.zeros(6, 10, dtype=dtype)
+    x[:, 0] = torch.tensor([-big, -big, big, -1e20, -300.0, 300.0], dtype=dtype)
+    x[0, 1:] = 1.0
+    values = target.log_prob(x)
+    assert not bool(torch.isnan(values).any()) and not bool((values == float("inf")).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["many-well-32", "phi4-64", "gmm-40", "grid-9", "rings"])
+def test_built_in_targets_give_minus_inf_never_nan_far_away(name, dtype):
+    target = builtin_target(name)
+    big = 10 * torch.finfo(dtype).max ** 0.5
+    x = torch.zeros(4, target.features, dtype=dtype)
+    x[0], x[1], x[2, 0], x[3, -1] = big, -big, big, -big
+    values = target.log_prob(x)
+    assert bool((values == float("-inf")).all()), values

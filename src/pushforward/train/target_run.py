@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from pushforward.model import Model
 from pushforward.registry import build, builder_for, data_kind
 from pushforward.sampling.objectives import make_objective
 from pushforward.sampling.target import Target, as_target
@@ -31,6 +32,8 @@ from pushforward.train.run_directory import (
     write_config,
 )
 from pushforward.train.run_inputs import check_model_options
+from pushforward.transforms.preprocessing import Preprocessing
+from pushforward.transforms.standardize import Standardize
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 TARGET_SOURCE = "target:"
@@ -44,6 +47,23 @@ def run_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def scale_to_target(model: Model, target: Target) -> Model:
+    r"""Installs the map :math:`x = s \odot z` of the target's ``reference_scale`` :math:`s`
+    as the model's preprocessing (nothing when it has none); returns the model.
+
+    The flow then works in units of the target's spread, and the map's log-determinant is
+    part of ``log_prob``, as a standardisation of data is.
+    """
+    scale = target.reference_scale
+    if scale is None:
+        return model
+    reference = model._reference()
+    dtype = torch.float64 if reference is None else reference.dtype
+    model.set_preprocessing(Preprocessing(Standardize(torch.zeros_like(scale), scale.clone())))
+    model.preprocessing.to(dtype)
+    return model
+
+
 def target_record(target: Target, spec: str | None) -> dict[str, Any]:
     """What ``config.json`` records of a target (``spec`` ``None``: a Python object)."""
     return {
@@ -54,6 +74,9 @@ def target_record(target: Target, spec: str | None) -> dict[str, Any]:
         "has_sample": target.has_sample,
         "low": None if target.low is None else [float(v) for v in target.low],
         "high": None if target.high is None else [float(v) for v in target.high],
+        "reference_scale": (
+            None if target.reference_scale is None else [float(v) for v in target.reference_scale]
+        ),
     }
 
 
@@ -131,6 +154,8 @@ def train_target_run(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         trained = build(name, features=loaded.features, context=0, **options).to(dtype)
+    scale_to_target(trained, loaded)
+    scale = loaded.reference_scale
     objective.check(trained, loaded)
     steps = config.default_steps if config.steps is None else config.steps
     resolved: dict[str, Any] = {
@@ -150,9 +175,9 @@ def train_target_run(
         "target": target_record(loaded, spec),
         "objective": {"name": objective.name, "options": objective.options()},
         "standardization": {
-            "mean": None,
-            "std": None,
-            "log_std_sum": 0.0,
+            "mean": None if scale is None else [0.0] * loaded.features,
+            "std": None if scale is None else [float(v) for v in scale],
+            "log_std_sum": 0.0 if scale is None else float(torch.log(scale).sum()),
             "context_mean": None,
             "context_std": None,
         },

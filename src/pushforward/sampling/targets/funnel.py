@@ -60,8 +60,12 @@ class NealFunnel(Target):
         inverse_sd = torch.exp((-0.5 * neck).clamp(max=largest))
         standard = rest * inverse_sd[:, None]
         log_neck = -0.5 * (neck / self.scale).square() - 0.5 * math.log(2 * math.pi * self.scale**2)
+        # Far down the neck (|x_0| beyond the square root of the largest float) the
+        # normaliser's +|x_0| term would overflow to +inf beside the -inf of the squares,
+        # and inf - inf is NaN: clamped there, the density is zero (-inf) as it should be.
+        bounded = neck.clamp(min=-math.sqrt(torch.finfo(x.dtype).max))
         log_rest = -0.5 * standard.square().sum(dim=1) - 0.5 * rest.shape[1] * (
-            math.log(2 * math.pi) + neck
+            math.log(2 * math.pi) + bounded
         )
         return log_neck + log_rest
 

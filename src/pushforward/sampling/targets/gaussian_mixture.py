@@ -63,6 +63,11 @@ class GaussianMixtureTarget(Target):
         self.means = means.detach().to(device="cpu", dtype=torch.float64).clone()
         self.scale = float(scale)
         self.features = self.means.shape[1]
+        # The mixture's spread per coordinate: the flow of a target run works in its units.
+        spread = torch.zeros(self.features, dtype=torch.float64)
+        if self.means.shape[0] > 1:
+            spread = self.means.var(dim=0, unbiased=False)
+        self.reference_scale = torch.sqrt(spread + self.scale**2)
         self.name = name
 
     def _log_components(self, x: Tensor) -> Tensor:

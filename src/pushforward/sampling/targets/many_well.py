@@ -62,7 +62,8 @@ class DoubleWell:
     def energy(self, x: Array) -> Array:
         """:math:`E(x) = a x + b x^2 + c x^4`, elementwise."""
         square = x * x
-        return self.a * x + self.b * square + self.c * square * square
+        # Factored so that far out (x^2 overflowing) it is +inf, never inf - inf = NaN.
+        return self.a * x + square * (self.b + self.c * square)
 
     def slope(self, x: np.ndarray) -> np.ndarray:
         """:math:`E'(x) = a + 2 b x + 4 c x^3`, elementwise."""
