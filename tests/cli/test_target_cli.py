@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import pushforward
 from pushforward.cli.main import main
 
 TINY = ["--set", "transforms=2", "--set", "hidden=[16]", "--steps", "60",
@@ -192,3 +194,39 @@ def test_mcmc_and_eval_errors_name_the_problem(builtin_run, tmp_path, capsys) ->
     assert "target has 10 features, the run models 2" in bad(
         ["eval", str(builtin_run), "--target", "builtin:funnel-10"], capsys
     )
+
+
+def test_float64_objective_options_and_annealing_from_a_config_file(folder, tmp_path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[train]\ndtype = "float64"\nbeta = 0.5\nanneal = 20\neval_samples = 0\n'
+        'objective = "path-gradient"\n'
+    )
+    out = tmp_path / "f64"
+    argv = ["train", "--target", f"{folder / 'targets.py'}:banana", "--model", "nsf",
+            "--config", str(config), "--set", 'objective.estimator="drop-in"',
+            "--out", str(out), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["objective"] == {"name": "path-gradient", "options": {"estimator": "drop-in"}}
+    assert recorded["train"]["dtype"] == "float64" and recorded["train"]["beta"] == 0.5
+    model = pushforward.load(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+
+
+def test_target_options_are_refused_for_data_runs(tmp_path, capsys) -> None:
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((100, 2)))
+    argv = ["train", "--data", str(data), "--model", "nsf", "--objective", "fab",
+            "--out", str(tmp_path / "r"), *TINY]  # fmt: skip
+    assert "applies to a run fitted to a target" in bad(argv, capsys)
+
+
+def test_plot_of_a_target_run_draws_the_target_the_weights_and_the_report(builtin_run) -> None:
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(builtin_run)]) == 0
+    for name in ("loss.png", "samples.png", "weights.png", "report.html"):
+        assert (builtin_run / name).is_file(), name
+    report = (builtin_run / "report.html").read_text()
+    assert "reverse ESS (last evaluation)" in report and "builtin:grid-9" in report
+    assert (builtin_run / "weights.png").read_bytes().startswith(b"\x89PNG")
