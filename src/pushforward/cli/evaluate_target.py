@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from pushforward.data import load_array
 from pushforward.model import Model
-from pushforward.sampling.importance import evaluate_sampler, mode_coverage
+from pushforward.sampling.importance import evaluate_sampler, json_float
 from pushforward.sampling.target import Target
 from pushforward.sampling.target_files import load_target
 
@@ -58,8 +57,6 @@ def evaluate_target(
     n = DEFAULT_SAMPLES if n is None else n
     if n < 2:
         raise ValueError(f"--n must be at least 2 samples of the flow, got {n}")
-    reference = next(iter(model.parameters()), None)
-    dtype = torch.float32 if reference is None else reference.dtype
     samples = None
     where = None
     density = model.has_log_prob
@@ -81,26 +78,11 @@ def evaluate_target(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         result = evaluate_sampler(model, target, n=n, samples=samples)
-        measured = result.as_dict()
-        if target.modes is not None:
-            if getattr(model, "has_path_weights", False):
-                x = model.sample_and_log_weight(n, target)[0].to(dtype)  # type: ignore[operator]
-            else:
-                x = model.sample(n).to(dtype)
-            covered, entropy = mode_coverage(target, x)
-            measured.update(
-                modes=int(target.modes.shape[0]), modes_covered=covered, mode_entropy=entropy
-            )
+    measured = result.as_dict()
     measured = {key: value for key, value in measured.items() if value is not None}
     if target.log_z is not None:
         measured["log_z_error"] = result.log_z - target.log_z
     if where is not None:
         measured["samples_from"] = where
     measured["target"] = target.name
-    return {key: _plain(value) for key, value in measured.items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    return {key: json_float(value) for key, value in measured.items()}

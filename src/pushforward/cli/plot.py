@@ -13,7 +13,7 @@ from pushforward.cli.evaluate import data_coordinates
 from pushforward.cli.evaluate_target import run_target
 from pushforward.cli.plot_manifold import can_plot, plot_manifold
 from pushforward.cli.plot_target import SAMPLES as TARGET_SAMPLES
-from pushforward.cli.plot_target import plot_target_densities, plot_weights
+from pushforward.cli.plot_target import plot_target_densities, plot_weights, quantile_grid
 from pushforward.cli.report import write_report
 from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_dataset
 from pushforward.data.tokens import load_tokens
@@ -87,16 +87,11 @@ def plot_2d(pyplot: Any, directory: Path, model: Model, data: torch.Tensor | Non
                  for j in range(2)]  # fmt: skip
         xs, ys = cells
         low, high = low - pad, high + pad
+        grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+        points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
     else:
         reference = data if data is not None else samples
-        low = torch.quantile(reference, 0.005, dim=0)
-        high = torch.quantile(reference, 0.995, dim=0)
-        pad = 0.1 * (high - low)
-        low, high = low - pad, high + pad
-        xs = torch.linspace(float(low[0]), float(high[0]), GRID, dtype=torch.float64)
-        ys = torch.linspace(float(low[1]), float(high[1]), GRID, dtype=torch.float64)
-    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
-    points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+        low, high, grid_x, grid_y, points = quantile_grid(reference, 0.005, 0.1, GRID)
     dtype = next(iter(model.parameters())).dtype
     density = None
     if model.has_log_prob:

@@ -19,6 +19,29 @@ MARGINALS = 4
 """Coordinates whose marginals are drawn for a target of more than two dimensions."""
 
 
+def quantile_grid(
+    reference: torch.Tensor, tail: float, margin: float, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ``size`` x ``size`` float64 grid over the plane of 2-D ``reference`` points.
+
+    The box spans the ``tail`` and ``1 - tail`` quantiles of each coordinate, widened by
+    ``margin`` of its width on both sides.
+
+    Returns:
+        ``(low, high, grid_x, grid_y, points)``: the box's corners ``(2,)``, the meshgrid
+        ``(size, size)`` (``"xy"`` indexing) and its points ``(size * size, 2)``.
+    """
+    low = torch.quantile(reference, tail, dim=0)
+    high = torch.quantile(reference, 1 - tail, dim=0)
+    pad = margin * (high - low)
+    low, high = low - pad, high + pad
+    xs = torch.linspace(float(low[0]), float(high[0]), size, dtype=torch.float64)
+    ys = torch.linspace(float(low[1]), float(high[1]), size, dtype=torch.float64)
+    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
+    points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+    return low, high, grid_x, grid_y, points
+
+
 def plot_target_densities(
     pyplot: Any, directory: Path, model: Model, target: Target, samples: torch.Tensor
 ) -> Path:
@@ -35,14 +58,7 @@ def _plane(
     reference = samples
     if target.has_sample:
         reference = target.sample(SAMPLES, torch.Generator().manual_seed(0))
-    low = torch.quantile(reference, 0.002, dim=0)
-    high = torch.quantile(reference, 0.998, dim=0)
-    pad = 0.15 * (high - low)
-    low, high = low - pad, high + pad
-    xs = torch.linspace(float(low[0]), float(high[0]), GRID, dtype=torch.float64)
-    ys = torch.linspace(float(low[1]), float(high[1]), GRID, dtype=torch.float64)
-    grid_x, grid_y = torch.meshgrid(xs, ys, indexing="xy")
-    points = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1)
+    low, high, grid_x, grid_y, points = quantile_grid(reference, 0.002, 0.15, GRID)
     dtype = next(iter(model.parameters())).dtype
     with torch.no_grad():
         log_target = checked_log_prob(target, points.to(dtype)).double()

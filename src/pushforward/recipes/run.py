@@ -50,11 +50,9 @@ from pushforward.train.run import RunResult
 from pushforward.train.run_directory import (
     CHECKPOINTS,
     METRICS_FILE,
-    RUN_FORMAT,
-    RUN_FORMAT_VERSION,
     MetricsLog,
     open_run,
-    package_version,
+    run_header,
     write_config,
 )
 
@@ -258,10 +256,7 @@ def pair_run(
 
     lineage = _lineage(method, parent, config, n, solved_by, init, context, guidance, teacher)
     record = {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
-        "pushforward_version": package_version(),
-        "model": {"name": student.config["model"], "options": student.config["options"]},
+        **run_header(student.config["model"], student.config["options"]),
         "data": config["data"],
         "standardization": config["standardization"],
         "train": train,

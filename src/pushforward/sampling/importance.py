@@ -142,6 +142,8 @@ class SamplerEvaluation:
         nll: :math:`-\\mathbb{E}_p[\\log q]` over those samples.
         forward_log_z: :math:`-\\log \\frac1m \\sum_j 1/w_j` over them (a second estimate).
         samples: exact target samples used (0 without).
+        modes, modes_covered, mode_entropy: for a mixture target, its number of modes and
+            :func:`mode_coverage` of the same ``n`` samples of q.
     """
 
     log_z: float
@@ -157,13 +159,17 @@ class SamplerEvaluation:
     nll: float | None = None
     forward_log_z: float | None = None
     samples: int = 0
+    modes: int | None = None
+    modes_covered: int | None = None
+    mode_entropy: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (non-finite floats as strings)."""
-        return {k: _json_float(v) for k, v in asdict(self).items()}
+        return {k: json_float(v) for k, v in asdict(self).items()}
 
 
-def _json_float(value: Any) -> Any:
+def json_float(value: Any) -> Any:
+    """``value``, or its text when it is a non-finite float (JSON has no inf or NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
@@ -198,14 +204,23 @@ def importance_log_weights(
 @torch.no_grad()
 def forward_log_weights(model: Model, target: Target, samples: Tensor, chunk: int = 4096) -> Tensor:
     """Log-weights ``log p~(x) - log q(x)`` of exact target samples ``(m, features)``, float64."""
+    log_p, log_q = forward_log_densities(model, target, samples, chunk)
+    return log_p - log_q
+
+
+@torch.no_grad()
+def forward_log_densities(
+    model: Model, target: Target, samples: Tensor, chunk: int = 4096
+) -> tuple[Tensor, Tensor]:
+    """``(log p~(x), log q(x))`` of exact target samples ``(m, features)``, both float64."""
     reference = model._reference()
     dtype = samples.dtype if reference is None else reference.dtype
-    values = []
+    targets, flows = [], []
     for begin in range(0, samples.shape[0], chunk):
         x = samples[begin : begin + chunk].to(dtype)
-        log_q = model.log_prob(x)
-        values.append(checked_log_prob(target, x).to(torch.float64) - log_q.to(torch.float64))
-    return torch.cat(values)
+        flows.append(model.log_prob(x).to(torch.float64))
+        targets.append(checked_log_prob(target, x).to(torch.float64))
+    return torch.cat(targets), torch.cat(flows)
 
 
 def evaluate_sampler(
@@ -217,9 +232,10 @@ def evaluate_sampler(
 ) -> SamplerEvaluation:
     """Importance-sampling diagnostics of ``model`` as a sampler of ``target``.
 
-    Draws ``n`` samples of the flow for :math:`\\log \\hat Z`, its standard error, the ELBO
-    and the reverse ESS; given ``samples`` (exact target samples) it adds the EUBO, the
-    forward ESS, the NLL and a forward estimate of :math:`\\log Z`.
+    Draws ``n`` samples of the flow for :math:`\\log \\hat Z`, its standard error, the ELBO,
+    the reverse ESS and, for a mixture target, the modes they cover; given ``samples``
+    (exact target samples) it adds the EUBO, the forward ESS, the NLL and a forward
+    estimate of :math:`\\log Z`.
 
     Example:
         >>> import torch, pushforward
@@ -230,7 +246,7 @@ def evaluate_sampler(
         >>> round(result.log_z, 6), round(result.ess, 9)
         (1.837877, 1.0)
     """
-    _, log_w = importance_log_weights(model, target, n, chunk)
+    x, log_w = importance_log_weights(model, target, n, chunk)
     weights = LogWeights.of(log_w)
     if weights.n == 0:
         raise ValueError(
@@ -248,32 +264,26 @@ def evaluate_sampler(
         "zero_weights": weights.zero,
         "log_z_true": target.log_z,
     }
+    if target.modes is not None:
+        covered, entropy = mode_coverage(target, x)
+        result.update(modes=int(target.modes.shape[0]), modes_covered=covered, mode_entropy=entropy)
     if samples is not None:
         if samples.ndim != 2 or samples.shape[1] != target.features:
             raise ValueError(
                 f"target samples have shape {tuple(samples.shape)}; expected (m, {target.features})"
             )
-        forward = LogWeights.of(forward_log_weights(model, target, samples, chunk))
+        log_p, log_q = forward_log_densities(model, target, samples, chunk)
+        forward = LogWeights.of(log_p - log_q)
         if forward.n == 0:
             raise ValueError("the flow gives every target sample zero density")
         result.update(
             eubo=float(forward.values.mean()),
             forward_ess=forward_ess(forward.values),
-            nll=float(_nll(model, samples, chunk)),
+            nll=-float(log_q.mean()),
             forward_log_z=-log_mean_exp(-forward.values),
             samples=int(samples.shape[0]),
         )
     return SamplerEvaluation(**result)
-
-
-@torch.no_grad()
-def _nll(model: Model, samples: Tensor, chunk: int) -> float:
-    reference = model._reference()
-    dtype = samples.dtype if reference is None else reference.dtype
-    total = 0.0
-    for begin in range(0, samples.shape[0], chunk):
-        total -= float(model.log_prob(samples[begin : begin + chunk].to(dtype)).double().sum())
-    return total / samples.shape[0]
 
 
 def mode_coverage(target: Target, x: Tensor, share: float = 0.2) -> tuple[int, float]:

@@ -19,8 +19,8 @@ from pushforward.train.config import validation_split
 from pushforward.train.distributed import loss_function, placement
 from pushforward.train.ema import EMA
 from pushforward.train.history import History
-from pushforward.train.interrupts import raise_for, stop_on_signals
-from pushforward.train.loop import TrainingLoop, model_device
+from pushforward.train.interrupts import stop_on_signals
+from pushforward.train.loop import TrainingLoop, model_device, rng_devices
 from pushforward.train.prepare import PrepareAhead, default_prepare_workers
 from pushforward.train.progress import ProgressBar
 from pushforward.train.schedule import warmup_cosine
@@ -269,7 +269,7 @@ def fit(
     watchers = [progress, *callbacks]
     loop = TrainingLoop(model, optim, averager, batches, where, options, checkpoint_dir)
     device = model_device(model)
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = rng_devices(model)
     with torch.random.fork_rng(devices=devices), stop_on_signals(handle_signals) as request:
         torch.manual_seed(seed)
         if resume and checkpoint_dir is not None:
@@ -324,15 +324,7 @@ def fit(
                     eval_logs = loop.evaluate(held_out, size, seed, patience, min_delta)
                     stop = any([bool(w.on_eval(step, eval_logs)) for w in watchers]) or stop
                 loop.history.seconds = seconds_before + time.perf_counter() - start
-                stopping = stop or loop.history.stopped_early or request.signal is not None
-                # A signal is a pause, not an end: its partial interval stays in the
-                # checkpoint so a resumed history equals an uninterrupted one.
-                if step % log_every == 0 or step == steps or stop or loop.history.stopped_early:
-                    loop.record(lr_now)
-                if (checkpoint_every and step % checkpoint_every == 0) or stopping:
-                    loop.checkpoint()
-                if request.signal is not None:
-                    raise_for(request.signal)
+                loop.end_step(lr_now, stop, request, log_every, checkpoint_every)
                 if stop:
                     break
             if loop.written != loop.step:

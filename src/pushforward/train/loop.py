@@ -24,6 +24,7 @@ from pushforward.train.checkpoint import (
 from pushforward.train.distributed import Placement, all_reduce_mean
 from pushforward.train.ema import EMA
 from pushforward.train.history import History
+from pushforward.train.interrupts import raise_for
 
 # Options that fix the trajectory: a resume with other values would not continue
 # the same run, so it is refused.
@@ -118,6 +119,27 @@ class TrainingLoop:
         self.interval_count += 1
         return {"loss": value, "learning_rate": lr, "grad_norm": grad_norm, "skipped": 0}
 
+    def end_step(
+        self, lr: float, stop: bool, request: Any, log_every: int, checkpoint_every: int | None
+    ) -> None:
+        """After a step's callbacks: logs the interval, checkpoints, and honours a signal.
+
+        A record is taken every ``log_every`` steps, at the last step and when the run
+        stops; a checkpoint every ``checkpoint_every`` steps and when it stops (callback,
+        early stopping or signal). A signal is a pause, not an end: its partial interval
+        stays in the checkpoint so a resumed history equals an uninterrupted one; then it
+        is raised (``KeyboardInterrupt`` or ``SystemExit``).
+        """
+        step = self.step
+        ending = stop or self.history.stopped_early
+        if step % log_every == 0 or step == self.options["steps"] or ending:
+            self.record(lr)
+        stopping = ending or request.signal is not None
+        if (checkpoint_every and step % checkpoint_every == 0) or stopping:
+            self.checkpoint()
+        if request.signal is not None:
+            raise_for(request.signal)
+
     def record(self, lr: float) -> None:
         mean = self.interval_sum / self.interval_count if self.interval_count else math.nan
         self.history.steps.append(self.step)
@@ -138,8 +160,7 @@ class TrainingLoop:
         self.model.eval()
         context = nullcontext() if self.averager is None else self.averager.applied(self.model)
         total = 0.0
-        device = model_device(self.model)
-        devices = [device.index or 0] if device.type == "cuda" else []
+        devices = rng_devices(self.model)
         # A fixed seed gives stochastic losses the same noise at every validation
         # (comparable values), and the fork keeps the training stream untouched.
         with context, torch.random.fork_rng(devices=devices):
@@ -288,6 +309,12 @@ def model_device(model: Model) -> torch.device:
     """The device of the model's first parameter or floating buffer (CPU if none)."""
     reference = model._reference()
     return torch.device("cpu") if reference is None else reference.device
+
+
+def rng_devices(model: Model) -> list[int]:
+    """The CUDA devices whose generators ``torch.random.fork_rng`` forks for ``model``."""
+    device = model_device(model)
+    return [device.index or 0] if device.type == "cuda" else []
 
 
 WRAPPED = "model."

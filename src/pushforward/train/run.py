@@ -24,13 +24,11 @@ from pushforward.train.fit import fit
 from pushforward.train.history import History
 from pushforward.train.run_directory import (
     CHECKPOINTS,
-    CONFIG_FILE,
     METRICS_FILE,
-    RUN_FORMAT,
-    RUN_FORMAT_VERSION,
     MetricsLog,
-    package_version,
-    read_config,
+    check_same_model,
+    previous_run,
+    run_header,
     write_config,
 )
 from pushforward.train.run_inputs import (
@@ -142,15 +140,7 @@ def train_run(
             f"{name!r} models {data_kind(name)}, use rfm (manifold='sphere') or sphere-nsf"
         )
     out = Path(out)
-    previous = None
-    if (out / CONFIG_FILE).exists():
-        if not resume:
-            raise ValueError(
-                f"'{out}' already holds a run; pass --resume to continue it or choose another --out"
-            )
-        previous = read_config(out)
-    elif out.exists() and not out.is_dir():
-        raise ValueError(f"--out '{out}' exists and is not a directory")
+    previous = previous_run(out, resume)
 
     tokens = data_kind(name) == "tokens"
     if tokens:
@@ -331,10 +321,7 @@ def _resolved_config(
     if dataset.vocab is not None:
         data_record["vocab"] = list(dataset.vocab)
     resolved: dict[str, Any] = {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
-        "pushforward_version": package_version(),
-        "model": {"name": name, "options": model.config["options"]},
+        **run_header(name, model.config["options"]),
         "data": data_record,
         "standardization": {
             "mean": None if mean is None else _as_list(mean),
@@ -362,12 +349,7 @@ def _statistics(part: object) -> tuple[Any, Any]:
 
 
 def _check_resumable(out: Path, previous: dict[str, Any], resolved: dict[str, Any]) -> None:
-    if previous["model"] != resolved["model"]:
-        raise ValueError(
-            f"cannot resume '{out}': it holds model {previous['model']['name']!r} with "
-            f"options {previous['model']['options']}, not {resolved['model']['name']!r} with "
-            f"{resolved['model']['options']}"
-        )
+    check_same_model(out, previous, resolved)
     if previous["data"] != resolved["data"]:
         raise ValueError(f"cannot resume '{out}': it was trained on other data")
     if previous.get("source") != resolved.get("source"):

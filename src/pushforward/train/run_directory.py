@@ -170,6 +170,43 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def previous_run(out: Path, resume: bool) -> dict[str, Any] | None:
+    """The config of the run in ``out`` when resuming it, ``None`` for a new run.
+
+    Raises:
+        ValueError: ``out`` holds a run and ``resume`` is off, or ``out`` is a file.
+    """
+    if (out / CONFIG_FILE).exists():
+        if not resume:
+            raise ValueError(
+                f"'{out}' already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return read_config(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' exists and is not a directory")
+    return None
+
+
+def run_header(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The first entries of every run's ``config.json``: the format and the model."""
+    return {
+        "format": RUN_FORMAT,
+        "format_version": RUN_FORMAT_VERSION,
+        "pushforward_version": package_version(),
+        "model": {"name": name, "options": options},
+    }
+
+
+def check_same_model(out: Path, previous: dict[str, Any], resolved: dict[str, Any]) -> None:
+    """Refuses to resume ``out`` with another model or other model options."""
+    if previous["model"] != resolved["model"]:
+        raise ValueError(
+            f"cannot resume '{out}': it holds model {previous['model']['name']!r} with "
+            f"options {previous['model']['options']}, not {resolved['model']['name']!r} with "
+            f"{resolved['model']['options']}"
+        )
+
+
 def read_metrics(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of ``RUN_DIR/metrics.jsonl`` (lines that do not parse are skipped)."""
     path = Path(directory) / METRICS_FILE

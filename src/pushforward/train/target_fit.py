@@ -26,8 +26,8 @@ from pushforward.train.callbacks import Callback
 from pushforward.train.distributed import Placement
 from pushforward.train.ema import EMA
 from pushforward.train.history import History
-from pushforward.train.interrupts import raise_for, stop_on_signals
-from pushforward.train.loop import TrainingLoop, model_device
+from pushforward.train.interrupts import stop_on_signals
+from pushforward.train.loop import TrainingLoop, rng_devices
 from pushforward.train.progress import ProgressBar
 from pushforward.train.schedule import warmup_cosine
 
@@ -153,8 +153,7 @@ def fit_target(
     loop = TrainingLoop(
         model, optim, averager, None, where, options, checkpoint_dir, carried=objective
     )
-    device = model_device(model)
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = rng_devices(model)
     with torch.random.fork_rng(devices=devices), stop_on_signals(handle_signals) as request:
         torch.manual_seed(seed + 7919 * where.rank)
         if resume and checkpoint_dir is not None:
@@ -186,13 +185,7 @@ def fit_target(
                     eval_logs = _evaluate(loop, target, eval_samples, seed)
                     stop = any([bool(w.on_eval(step, eval_logs)) for w in watchers]) or stop
                 loop.history.seconds = seconds_before + time.perf_counter() - start
-                stopping = stop or request.signal is not None
-                if step % log_every == 0 or step == steps or stop:
-                    loop.record(lr_now)
-                if (checkpoint_every and step % checkpoint_every == 0) or stopping:
-                    loop.checkpoint()
-                if request.signal is not None:
-                    raise_for(request.signal)
+                loop.end_step(lr_now, stop, request, log_every, checkpoint_every)
                 if stop:
                     break
             if loop.written != loop.step:
@@ -211,8 +204,7 @@ def _evaluate(loop: TrainingLoop, target: Target, n: int, seed: int) -> dict[str
     model = loop.model
     model.eval()
     applied = nullcontext() if loop.averager is None else loop.averager.applied(model)
-    device = model_device(model)
-    devices = [device.index or 0] if device.type == "cuda" else []
+    devices = rng_devices(model)
     with applied, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + 2)
         _, log_w = importance_log_weights(model, target, n)

@@ -22,13 +22,11 @@ from pushforward.train.fit import fit
 from pushforward.train.run import RunResult
 from pushforward.train.run_directory import (
     CHECKPOINTS,
-    CONFIG_FILE,
     METRICS_FILE,
-    RUN_FORMAT,
-    RUN_FORMAT_VERSION,
     MetricsLog,
-    package_version,
-    read_config,
+    check_same_model,
+    previous_run,
+    run_header,
     write_config,
 )
 from pushforward.train.run_inputs import check_model_options
@@ -142,15 +140,7 @@ def train_target_run(
     probe_target(loaded, dtype)
     objective = make_objective(config.objective or "reverse-kl", **(config.objective_options or {}))
     out = Path(out)
-    previous = None
-    if (out / CONFIG_FILE).exists():
-        if not resume:
-            raise ValueError(
-                f"'{out}' already holds a run; pass --resume to continue it or choose another --out"
-            )
-        previous = read_config(out)
-    elif out.exists() and not out.is_dir():
-        raise ValueError(f"--out '{out}' exists and is not a directory")
+    previous = previous_run(out, resume)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         trained = build(name, features=loaded.features, context=0, **options).to(dtype)
@@ -159,10 +149,7 @@ def train_target_run(
     objective.check(trained, loaded)
     steps = config.default_steps if config.steps is None else config.steps
     resolved: dict[str, Any] = {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
-        "pushforward_version": package_version(),
-        "model": {"name": name, "options": trained.config["options"]},
+        **run_header(name, trained.config["options"]),
         "data": {
             "source": TARGET_SOURCE + (spec or "python"),
             "context": None,
@@ -232,12 +219,7 @@ def train_target_run(
 
 
 def _check_resumable(out: Path, previous: dict[str, Any], resolved: dict[str, Any]) -> None:
-    if previous["model"] != resolved["model"]:
-        raise ValueError(
-            f"cannot resume '{out}': it holds model {previous['model']['name']!r} with "
-            f"options {previous['model']['options']}, not {resolved['model']['name']!r} with "
-            f"{resolved['model']['options']}"
-        )
+    check_same_model(out, previous, resolved)
     if previous.get("target") != resolved["target"]:
         raise ValueError(f"cannot resume '{out}': it was fitted to another target")
     if previous.get("objective") != resolved["objective"]:
