@@ -26,6 +26,7 @@ from pushforward.paired import PairedBatch
 from pushforward.sampling.targets.gaussian_mixture import GaussianMixtureTarget
 from pushforward.transforms.autoregressive import MaskedAutoregressive
 from pushforward.transforms.base import Compose, Inverse, Transform
+from pushforward.transforms.box_logit import BoxLogitStandardize
 from pushforward.transforms.circular import CircularAutoregressive, CircularCoupling
 from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
 from pushforward.transforms.elementwise import ElementwiseAffine, ElementwiseSpline, Logit, Sigmoid
@@ -437,6 +438,21 @@ def _composition(features: int, context: int, dtype: torch.dtype) -> Transform:
     return _randomized(Compose(layers), dtype, _conditioner_scale(dtype), generator)
 
 
+def _box_logit(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    mean = 0.5 * torch.randn(features, generator=generator, dtype=dtype)
+    std = torch.exp(0.3 * torch.randn(features, generator=generator, dtype=dtype))
+    low, high = -torch.ones(features, dtype=dtype), torch.ones(features, dtype=dtype)
+    return BoxLogitStandardize(low, high, mean, std).to(dtype)
+
+
+def inside_square(
+    batch: int, features: int, dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """Uniform rows inside ``[-0.98, 0.98]``, inside the box of a box logit."""
+    return interval_inputs(batch, features, dtype, generator).clamp(-0.98, 0.98)
+
+
 def _sigmoid(features: int, context: int, dtype: torch.dtype, *, alpha: float) -> Transform:
     return Sigmoid(alpha).to(dtype)
 
@@ -473,6 +489,7 @@ def _random_permutation(features: int, context: int, dtype: torch.dtype) -> Tran
 # keep [-1, 1]^d.
 TORUS = Grid(2, -math.pi, math.pi, 200, base=torus_box)
 SQUARE = Grid(2, -1.0, 1.0, 300, base=symmetric_box)
+SQUARE_NORMAL = Grid(2, -1.0, 1.0, 400)
 # Sigmoid's forward squashes the real line into [0, 1], where its base is uniform.
 SQUASHED_LINE = Grid(1, -60.0, 60.0, 60_000, base=unit_box)
 UNIT_INTERVAL = Grid(1, 0.0, 1.0, 20_000)
@@ -494,6 +511,8 @@ TRANSFORMS: dict[str, TransformCase] = {
     "actnorm": TransformCase(_actnorm),
     "batchnorm": TransformCase(_batchnorm),
     "standardize": TransformCase(_standardize),
+    # The box [-1, 1]^d onto the plane; a normal base pulled back integrates over the box.
+    "box-logit-standardize": TransformCase(_box_logit, inside_square, grid=SQUARE_NORMAL),
     # The spline coupling with a random mask, the other two with the alternating one.
     **{
         f"coupling-{map}": TransformCase(

@@ -71,6 +71,9 @@ class Model(nn.Module):
         super().__init__()
         # The identity until fitted (``pushforward.train_run`` fits a standardisation).
         self.preprocessing = Preprocessing()
+        # A network summarising the context before the model's conditioners read it
+        # (``build(..., embedding="set")``), trained with the model; None: the context as is.
+        self.context_embedding: nn.Module | None = None
 
     # -- the protocol ---------------------------------------------------------
 
@@ -85,7 +88,7 @@ class Model(nn.Module):
         x = self.check_input(x)
         context = self.check_context(context, x.shape[0])
         z, _ = self.preprocessing.encode(x)
-        return self._loss(z, self.preprocessing.encode_context(context), prepared)
+        return self._loss(z, self.encode_context(context), prepared)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, **options: Any) -> Tensor:
         """Log-density of ``x: (batch, *event_shape)`` in the data's units; returns ``(batch,)``.
@@ -98,7 +101,7 @@ class Model(nn.Module):
         x = self.check_input(x)
         context = self.check_context(context, x.shape[0])
         z, logabsdet = self.preprocessing.encode(x)
-        log_prob = self._log_prob(z, self.preprocessing.encode_context(context), resolved)
+        log_prob = self._log_prob(z, self.encode_context(context), resolved)
         return log_prob if logabsdet is None else log_prob + logabsdet
 
     def sample(self, n: int, context: Tensor | None = None, **options: Any) -> Tensor:
@@ -142,10 +145,55 @@ class Model(nn.Module):
         assert log_prob is not None
         return samples, log_prob
 
+    def encode_context(self, context: Tensor | None) -> Tensor | None:
+        """A checked context as the model's conditioners read it: preprocessed, then embedded."""
+        return self.embed_context(self.preprocessing.encode_context(context))
+
+    def embed_context(self, context: Tensor | None) -> Tensor | None:
+        """A preprocessed context through the context embedding (as it is without one)."""
+        if context is None or self.context_embedding is None:
+            return context
+        return self.context_embedding(context)
+
+    def set_context_embedding(self, embedding: nn.Module) -> Model:
+        """Installs a network that summarises the context before the conditioners read it.
+
+        The model must have been built for a context of ``embedding.out_features``;
+        afterwards it takes contexts of ``embedding.in_features`` values (what
+        ``context_features`` then says). ``build(name, ..., embedding=NAME)`` calls this.
+        """
+        if self.context_embedding is not None:
+            raise ValueError("this model already has a context embedding")
+        wanted = getattr(embedding, "out_features", None)
+        if wanted != self.context_features:
+            raise ValueError(
+                f"the embedding gives {wanted} features but the model was built for a "
+                f"context of {self.context_features}"
+            )
+        self.context_embedding = embedding
+        features = getattr(embedding, "in_features", None)
+        if not isinstance(features, int):
+            raise TypeError("a context embedding states its input size as an int in_features")
+        self.context_features = features
+        return self
+
+    def loss_preprocessed(
+        self, x: Tensor, context: Tensor | None = None, prepared: Any = None
+    ) -> Tensor:
+        """The training objective on values already in the model's units (the engine's call).
+
+        The context is embedded here, so a context embedding trains with the model.
+        """
+        return self._loss(x, self.embed_context(context), prepared)
+
     def preprocess(
         self, x: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Checked data and context in the model's units, and the log-determinant (or ``None``)."""
+        """Checked data and context in the model's units, and the log-determinant (or ``None``).
+
+        The context is preprocessed but not embedded: that is the engine's view of it,
+        which :meth:`loss_preprocessed` and :meth:`initialize_preprocessed` take.
+        """
         x = self.check_input(x)
         context = self.check_context(context, x.shape[0])
         z, logabsdet = self.preprocessing.encode(x)
@@ -253,7 +301,7 @@ class Model(nn.Module):
                 layer.initialize_on_next_forward()
             self.train()
             with torch.random.fork_rng(devices=devices):
-                self._log_prob(x, context, self.log_prob_options())
+                self._log_prob(x, self.embed_context(context), self.log_prob_options())
         finally:
             # A layer the pass did not reach (an ActNorm run backwards) stays as it was.
             for layer in waiting:
@@ -295,7 +343,7 @@ class Model(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         n, context = self._sampling_args(n, context)
         z, log_prob = self._rsample_and_log_prob(
-            n, self.preprocessing.encode_context(context), options, log_prob_options
+            n, self.encode_context(context), options, log_prob_options
         )
         x, logabsdet = self.preprocessing.decode(z)
         if log_prob is not None and logabsdet is not None:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from pushforward.model import Model
-from pushforward.options import closest
+from pushforward.nn.embedding import make_embedding
+from pushforward.options import closest, hidden_widths, positive_int
 
 B = TypeVar("B", bound=Callable[..., Model])
 
@@ -148,15 +149,40 @@ def _json_ready(value: Any) -> Any:
     )
 
 
+EMBEDDING_OPTIONS: dict[str, Any] = {
+    "embedding": None,
+    "embedding_features": 16,
+    "observation_shape": None,
+    "embedding_hidden": [64, 64],
+}
+"""Options of a context embedding, which every conditional model takes (see :func:`build`)."""
+
+
 def build(name: str, **kwargs: Any) -> Model:
     """Builds the model registered as ``name`` with keyword options.
 
     Unknown keyword names are an error that lists the valid ones. The resolved
     name and options are stored on ``model.config`` so ``save``/``load`` can
     rebuild it without pickle.
+
+    Every model that takes a ``context`` also takes a context embedding, a network
+    trained with it that summarises a high-dimensional observation before the
+    model's conditioners read it (:mod:`pushforward.nn.embedding`):
+    ``embedding`` (``"mlp"``, ``"cnn"`` for time series, ``"set"`` for i.i.d.
+    observations, or ``None``), ``embedding_features`` (its output size, 16),
+    ``observation_shape`` (how a context row is laid out: ``[channels, length]`` or
+    ``[elements, element_features]``) and ``embedding_hidden`` (its widths).
+
+    Example:
+        >>> model = build("nsf", features=2, context=20, embedding="set",
+        ...               observation_shape=[10, 2], transforms=2, hidden=[16])
+        >>> model.context_features, model.context_embedding.out_features
+        (20, 16)
     """
     builder = builder_for(name)
     valid = keywords(name)
+    if "context" in valid and any(key in kwargs for key in EMBEDDING_OPTIONS):
+        return _build_embedded(name, kwargs)
     for key in kwargs:
         if key not in valid:
             raise ValueError(
@@ -172,3 +198,32 @@ def build(name: str, **kwargs: Any) -> Model:
     if missing:
         raise ValueError(f"model {name!r} needs option(s) {', '.join(map(repr, missing))}")
     return builder(**kwargs)
+
+
+def _build_embedded(name: str, kwargs: dict[str, Any]) -> Model:
+    """:func:`build` of a model whose context goes through an embedding network first."""
+    given = {key: kwargs.pop(key) for key in list(kwargs) if key in EMBEDDING_OPTIONS}
+    resolved = {**EMBEDDING_OPTIONS, **given}
+    if resolved["embedding"] is None:
+        extra = sorted(key for key in given if key != "embedding")
+        if extra:
+            raise ValueError(f"option {extra[0]!r} needs an embedding (option 'embedding')")
+        return build(name, **kwargs)
+    context = positive_int("context", kwargs.get("context", 0), minimum=0)
+    if context == 0:
+        raise ValueError(
+            "option 'embedding' summarises a context, but the model is unconditional (context=0)"
+        )
+    features = positive_int("embedding_features", resolved["embedding_features"])
+    shape = resolved["observation_shape"]
+    hidden = list(hidden_widths(resolved["embedding_hidden"]))
+    embedding = make_embedding(str(resolved["embedding"]), context, features, shape, hidden)
+    model = build(name, **{**kwargs, "context": features})
+    model.set_context_embedding(embedding)
+    resolved.update(
+        embedding_features=features,
+        observation_shape=None if shape is None else [int(v) for v in shape],
+        embedding_hidden=hidden,
+    )
+    model.config["options"].update(context=context, **_json_ready(resolved))
+    return model

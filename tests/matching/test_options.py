@@ -50,6 +50,7 @@ RECORDED = {
             ("coupling", "str", "ot"),
             ("parameterization", "str", "velocity"),
             ("time_sampling", "str", "uniform"),
+            ("time_options", "dict[str, float] | None", None),
             ("loss", "str", "mse"),
             ("loss_weighting", "str", "none"),
             *_NETWORK_TAIL,

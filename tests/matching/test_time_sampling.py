@@ -29,6 +29,7 @@ from pushforward.matching.time_sampling import (
 CASES: list[tuple[str, dict[str, Any]]] = [(kind, {}) for kind in TIME_SAMPLERS] + [
     ("logit-normal", {"location": -0.5, "scale": 0.7}),
     ("u-shaped", {"a": 1.5}),
+    ("power", {"exponent": 0.5}),
 ]
 IDS = [f"{kind}{params or ''}" for kind, params in CASES]
 
@@ -48,6 +49,8 @@ def _cdf(kind: str, params: dict[str, Any], t: np.ndarray) -> np.ndarray:
         rising = np.expm1(a * t) / np.expm1(a)
         falling = 1 - np.expm1(a * (1 - t)) / np.expm1(a)
         return 0.5 * (rising + falling)
+    if kind == "power":
+        return t ** (1.0 + params.get("exponent", 4.0))
     raise AssertionError(f"no CDF written for {kind!r}: add one")
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed
 
 from pushforward.cli.demo import main_demo
+from pushforward.cli.diagnose import run_diagnose
 from pushforward.cli.evaluate import run_eval, run_sample
 from pushforward.cli.plot import run_plot
 from pushforward.cli.reflow import run_distill, run_reflow
@@ -35,6 +36,19 @@ Bad input (missing file, NaN in data, unknown model, ...) exits with status 2
 and one line on standard error.
 """
 
+DIAGNOSE_EPILOG = """draws -n posterior samples for each test pair (theta_i, x_i), simulated from
+the prior and the simulator (not the training set), and prints one JSON object:
+simulation-based calibration (KS p-values of the rank of each coordinate among the
+samples; Talts et al. 2018), expected coverage of highest-density regions (signed
+area: positive is conservative, negative overconfident), TARP (area to curve:
+positive is overdispersed, negative underdispersed; Lemos et al. 2023), and with a
+prior the share of samples outside its support. Writes RUN_DIR/diagnostics.json,
+sbc_ranks.png, coverage.png, tarp.png and report.html (figures need matplotlib).
+
+example:
+  pushforward diagnose runs/npe --data theta_test.npy --context x_test.npy -n 1000
+"""
+
 TRAIN_EPILOG = """examples:
   pushforward train --data builtin:moons --model nsf --out runs/moons
   pushforward train --data x.csv --context c.csv --model nsf --out runs/cond \\
@@ -42,6 +56,8 @@ TRAIN_EPILOG = """examples:
   pushforward train --data x.npy --model maf --config config.toml --out runs/maf
   pushforward train --data x.npy --model maf --config config.toml --out runs/maf --resume
   pushforward train --data B.npy --source A.npy --model fm --out runs/a-to-b
+  pushforward train --data theta.npy --context x.npy --prior prior.json --model nsf \
+      --set embedding=set --set observation_shape=[10,2] --out runs/npe
   pushforward train --target builtin:gmm-40 --model nsf --objective path-gradient \
       --steps 5000 --out runs/gmm
   pushforward train --target energy.py:log_density --features 8 --model realnvp --out runs/e
@@ -269,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--context", help="context file, one row per data row")
     train.add_argument(
+        "--prior",
+        help="JSON file of the prior the data (parameters) were drawn from: "
+        '{"type": "box_uniform", "low": [...], "high": [...]} keeps every sample in the box; '
+        '{"type": "gaussian", "mean": [...], "std": [...]} (or "cov")',
+    )
+    train.add_argument(
         "--source",
         help="source data file or builtin:NAME: learn a flow from its rows onto the data "
         "(fm) instead of from a Gaussian",
@@ -366,7 +388,37 @@ def parser() -> argparse.ArgumentParser:
         "grid for image runs.\n\nexample:\n  pushforward plot runs/moons",
     )
     plot.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
+    plot.add_argument(
+        "--context",
+        help="one observation (a file of one row): draw a pairplot of the posterior "
+        "samples given it into RUN_DIR/posterior.png",
+    )
     _pair_commands(commands)
+
+    diagnose = _subparser(
+        commands,
+        "diagnose",
+        "calibration of a posterior run on held-out simulations (SBC, coverage, TARP)",
+        DIAGNOSE_EPILOG,
+    )
+    diagnose.add_argument("run", metavar="RUN_DIR", help="run directory written by train")
+    diagnose.add_argument("--data", required=True, help="test parameters theta, one per row")
+    diagnose.add_argument(
+        "--context", required=True, help="their simulated observations x, row for row"
+    )
+    diagnose.add_argument("-n", "--n", type=int, help="posterior samples per test pair (500)")
+    diagnose.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    diagnose.add_argument(
+        "--prior",
+        help="a prior JSON file: report the share of samples outside its support (default: "
+        "the run's --prior)",
+    )
+    diagnose.add_argument(
+        "--no-coverage",
+        action="store_true",
+        dest="no_coverage",
+        help="skip expected coverage (it scores every sample: an ODE solve each for fm)",
+    )
 
     demo = _subparser(
         commands,
@@ -444,6 +496,8 @@ def _dispatch(arguments: argparse.Namespace) -> int:
         return run_sample(arguments)
     if arguments.command == "plot":
         return run_plot(arguments)
+    if arguments.command == "diagnose":
+        return run_diagnose(arguments)
     if arguments.command in ("reflow", "distill"):
         return run_reflow(arguments) if arguments.command == "reflow" else run_distill(arguments)
     return main_demo(

@@ -11,11 +11,12 @@ import torch
 
 from pushforward.cli.evaluate import data_coordinates
 from pushforward.cli.evaluate_target import run_target
+from pushforward.cli.plot_diagnostics import plot_posterior_pairs
 from pushforward.cli.plot_manifold import can_plot, plot_manifold
 from pushforward.cli.plot_target import SAMPLES as TARGET_SAMPLES
 from pushforward.cli.plot_target import plot_target_densities, plot_weights, quantile_grid
 from pushforward.cli.report import write_report
-from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_dataset
+from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_array, load_dataset
 from pushforward.data.tokens import load_tokens
 from pushforward.geometry import Manifold
 from pushforward.matching.reflected import ReflectedFlowMatching
@@ -26,6 +27,8 @@ GRID = 80
 """Points per side of the density panel's grid: 6,400 log-densities, a few seconds for a
 continuous-time model (an ODE solve with the divergence per point)."""
 SAMPLES = 2000
+POSTERIOR_SAMPLES = 10_000
+"""Samples of a posterior pairplot (``plot --context``)."""
 TOKEN_SAMPLES = 10_000
 """Pairs in each joint histogram of a two-token run."""
 DENSITY_TOLERANCE = 1e-3
@@ -216,13 +219,17 @@ def _plot_data(config: dict[str, Any]) -> torch.Tensor:
     return loaded.values[:SAMPLES]
 
 
-def plot_run(directory: Path) -> list[Path]:
+def plot_run(directory: Path, context: str | None = None) -> list[Path]:
     """Writes ``loss.png``, for unconditional 2-D or image runs ``samples.png``, and
     ``report.html`` (the run's metrics, options and figures on one page) into the run
-    directory ``directory``; returns the files written."""
+    directory ``directory``; returns the files written. With ``context`` (a file of one
+    observation) a conditional run also gets ``posterior.png``, a pairplot of its samples
+    given that observation."""
     config, model = open_run(str(directory))
     pyplot = _pyplot()
     written = [plot_losses(pyplot, directory)]
+    if context is not None:
+        written.append(_posterior_pairs(directory, model, context))
     if "target" in config:
         # A run fitted to a target: the target beside the flow, and the weights.
         target = run_target(config, None, None)
@@ -265,8 +272,26 @@ def plot_run(directory: Path) -> list[Path]:
     return [path for path in written if path is not None]
 
 
+def _posterior_pairs(directory: Path, model: Model, context: str) -> Path:
+    """``posterior.png``: :data:`POSTERIOR_SAMPLES` samples given the one row of ``context``."""
+    if not model.context_features:
+        raise ValueError("this run is unconditional; plot --context takes a conditional run")
+    rows = torch.from_numpy(load_array(context, ndim=2).copy())
+    if rows.shape != (1, model.context_features):
+        raise ValueError(
+            f"plot --context takes one observation: a file of 1 row of "
+            f"{model.context_features} values, got shape {tuple(rows.shape)}"
+        )
+    torch.manual_seed(0)
+    samples = model.sample(POSTERIOR_SAMPLES, rows.to(next(model.parameters()).dtype))
+    samples = samples.reshape(POSTERIOR_SAMPLES, -1)
+    return plot_posterior_pairs(
+        samples, directory / "posterior.png", title=f"posterior given {Path(context).name}"
+    )
+
+
 def run_plot(arguments: argparse.Namespace) -> int:
     """``pushforward plot RUN_DIR``: :func:`plot_run`, printing the files it wrote."""
-    for path in plot_run(Path(arguments.run)):
+    for path in plot_run(Path(arguments.run), getattr(arguments, "context", None)):
         print(f"wrote {path}")
     return 0

@@ -25,6 +25,8 @@ from pushforward.train.run_directory import CHECKPOINTS, package_version, read_c
 REPORT_FILE = "report.html"
 EVALUATION_FILE = "evaluation.json"
 """Test metrics stored in a run directory (written by ``pushforward demo``)."""
+DIAGNOSTICS_FILE = "diagnostics.json"
+"""A posterior run's calibration summary (written by ``pushforward diagnose``)."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIRST_FIGURES = ("samples.png", "loss.png")
@@ -174,6 +176,7 @@ def summarize_run(run: Path, label: str) -> RunSummary:
         metrics["energy distance to test data"] = _format(evaluation["energy_distance"])
     if "n" in evaluation:
         metrics["test examples"] = _format(evaluation["n"])
+    metrics.update(_calibration_rows(run))
     return RunSummary(
         label=label,
         path=run,
@@ -184,6 +187,32 @@ def summarize_run(run: Path, label: str) -> RunSummary:
         metrics=metrics,
         figures=run_figures(run),
     )
+
+
+def _calibration_rows(run: Path) -> dict[str, str]:
+    """Report rows of ``diagnostics.json`` (none when the run was not diagnosed)."""
+    path = Path(run) / DIAGNOSTICS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not valid JSON") from None
+    rows = {
+        "calibration pairs x samples": (
+            f"{summary.get('pairs', NO_VALUE)} x {summary.get('samples_per_pair', NO_VALUE)}"
+        ),
+        "SBC: smallest KS p-value": _format((summary.get("sbc") or {}).get("min_ks_pvalue")),
+        "TARP area to curve (> 0 overdispersed)": _format((summary.get("tarp") or {}).get("atc")),
+    }
+    coverage = summary.get("expected_coverage")
+    if coverage:
+        rows["expected coverage signed area (> 0 conservative)"] = _format(
+            coverage.get("signed_area")
+        )
+    if "leakage" in summary:
+        rows["samples outside the prior"] = _format(summary["leakage"])
+    return rows
 
 
 def write_evaluation(run: Path, evaluation: dict[str, Any]) -> Path:

@@ -101,6 +101,7 @@ def run_train(arguments: argparse.Namespace) -> int:
         resume=arguments.resume,
         quiet=arguments.quiet,
         coordinates="latlon" if getattr(arguments, "latlon", False) else "native",
+        prior=getattr(arguments, "prior", None),
     )
     if not arguments.quiet:
         history = result.history
@@ -135,6 +136,7 @@ def _run_target(arguments: argparse.Namespace, target: str) -> int:
             ("--source", getattr(arguments, "source", None)),
             ("--n", arguments.n),
             ("--latlon", getattr(arguments, "latlon", False) or None),
+            ("--prior", getattr(arguments, "prior", None)),
         )
         if value is not None
     ]

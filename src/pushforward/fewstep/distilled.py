@@ -103,7 +103,7 @@ class DistilledFlow(Model):
         x0 = self.check_input(x0)
         context = self.check_context(context, x0.shape[0])
         z0 = self.preprocessing.encode_source(x0)
-        z1 = self._transport(z0, self.preprocessing.encode_context(context))
+        z1 = self._transport(z0, self.encode_context(context))
         return self.preprocessing.decode(z1)[0]
 
     def _transport(self, x0: Tensor, context: Tensor | None) -> Tensor:

@@ -75,7 +75,7 @@ class Flow(Model):
         """
         self._require("rsample_and_score", self.has_rsample and self.has_log_prob)
         n, context = self._sampling_args(n, context)
-        context = self.preprocessing.encode_context(context)
+        context = self.encode_context(context)
         z = self.base.rsample(n)
         with torch.enable_grad():
             point = z.detach().requires_grad_(True)

@@ -184,7 +184,7 @@ class StochasticNormalizingFlow(Model):
         n, context = self._sampling_args(n, context)
         if options.target is None:
             raise ValueError("rsample_and_log_weight needs the target the weights are against")
-        encoded = self.preprocessing.encode_context(context)
+        encoded = self.encode_context(context)
         y, log_w = self._path(n, self._target(options), beta, encoded, weigh=True)
         return self.preprocessing.decode(y)[0], log_w
 

@@ -12,6 +12,7 @@ from pushforward.matching.options import (
     NetworkOptions,
 )
 from pushforward.matching.schedulers import SCHEDULERS, make_scheduler
+from pushforward.matching.time_sampling import TIME_SAMPLERS, make_time_sampler
 from pushforward.option_groups import grouped_options
 from pushforward.options import choice, sizes
 from pushforward.registry import register
@@ -32,6 +33,7 @@ def flow_matching(
     coupling: str = "ot",
     parameterization: str = "velocity",
     time_sampling: str = "uniform",
+    time_options: dict[str, float] | None = None,
     loss: str = "mse",
     loss_weighting: str = "none",
     network: NetworkOptions = DEFAULT_NETWORK,
@@ -61,7 +63,11 @@ def flow_matching(
         coupling: ``ot`` (exact minibatch OT, Tong et al. 2024), ``independent``,
             ``sinkhorn``.
         parameterization: ``velocity``, ``data`` or ``noise``.
-        time_sampling: ``uniform``, ``logit-normal`` or ``u-shaped``.
+        time_sampling: ``uniform``, ``logit-normal``, ``u-shaped`` or ``power`` (more
+            weight near the data, as in flow matching posterior estimation).
+        time_options: the time sampler's parameters (``{"exponent": 4.0}`` for ``power``,
+            ``{"location": 0, "scale": 1}`` for ``logit-normal``, ``{"a": 4}`` for
+            ``u-shaped``).
         loss: ``mse`` or ``pseudo-huber``.
         loss_weighting: ``none`` or ``uniform-time``.
         context_dropout: probability of dropping the context in training
@@ -89,7 +95,9 @@ def flow_matching(
         context,
         coupling=coupling,
         parameterization=parameterization,
-        time_sampling=time_sampling,
+        time_sampling=make_time_sampler(
+            choice("time_sampling", time_sampling, tuple(TIME_SAMPLERS)), **(time_options or {})
+        ),
         loss=loss,
         loss_weighting=loss_weighting,
         context_dropout=context_dropout,

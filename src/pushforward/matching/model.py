@@ -406,7 +406,7 @@ class FlowMatching(CoupledVelocityModel):
         x0 = self.check_input(x0)
         context = self.check_context(context, x0.shape[0])
         z0 = self.preprocessing.encode_source(x0)
-        z1 = self._transport(z0, self.preprocessing.encode_context(context), resolved)
+        z1 = self._transport(z0, self.encode_context(context), resolved)
         return self.preprocessing.decode(z1)[0]
 
     def _transport(self, x0: Tensor, context: Tensor | None, options: ODESampleOptions) -> Tensor:

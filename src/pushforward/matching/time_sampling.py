@@ -177,10 +177,54 @@ class UShapedTime(TimeSampler):
         return {"a": self.a}
 
 
+class PowerTime(TimeSampler):
+    r"""Training times weighted towards the data by a power law.
+
+    .. math:: p(t) = (1 + \alpha)\, t^\alpha, \qquad t \in [0, 1]
+
+    .. math:: t = u^{1/(1 + \alpha)}, \quad u \sim U[0, 1]
+
+    (:math:`t = 1` is the data). :math:`\alpha = 0` is uniform; a larger
+    :math:`\alpha` spends more of the loss near the data, where a posterior's
+    narrow structure is resolved. Flow matching posterior estimation uses it.
+
+    References:
+        Wildberger et al. (2023), Flow Matching for Scalable Simulation-Based
+        Inference (the time prior :math:`p_\alpha(t) \propto t^{1/(1+\alpha)}` of
+        their samples, whose density is the one above).
+
+    Args:
+        exponent: :math:`\alpha \ge 0`.
+    """
+
+    name = "power"
+
+    def __init__(self, exponent: float = 4.0) -> None:
+        value = _parameter(self.name, "exponent", exponent)
+        if value < 0:
+            raise ValueError(f"parameter 'exponent' of 'power' must be >= 0, got {exponent!r}")
+        self.exponent = value
+
+    def _draw(
+        self, n: int, dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+    ) -> Tensor:
+        u = torch.rand(n, generator=generator, dtype=dtype, device=device)
+        return u.pow(1.0 / (1.0 + self.exponent))
+
+    def _density(self, t: Tensor) -> Tensor:
+        # Clamped above 0: t^alpha has an infinite slope there for alpha < 1.
+        return (1.0 + self.exponent) * t.clamp(min=torch.finfo(t.dtype).tiny).pow(self.exponent)
+
+    def options(self) -> dict[str, Any]:
+        """``{"exponent": ...}``."""
+        return {"exponent": self.exponent}
+
+
 TIME_SAMPLERS: dict[str, type[TimeSampler]] = {
     UniformTime.name: UniformTime,
     LogitNormalTime.name: LogitNormalTime,
     UShapedTime.name: UShapedTime,
+    PowerTime.name: PowerTime,
 }
 """Time sampler classes by name."""
 
@@ -189,7 +233,8 @@ def make_time_sampler(name: str, **options: Any) -> TimeSampler:
     """Builds the time sampler registered as ``name`` with keyword ``options``.
 
     Args:
-        name: one of :data:`TIME_SAMPLERS` (``uniform``, ``logit-normal``, ``u-shaped``).
+        name: one of :data:`TIME_SAMPLERS` (``uniform``, ``logit-normal``, ``u-shaped``,
+            ``power``).
         **options: the sampler's parameters, e.g. ``scale=0.7`` for ``logit-normal``.
 
     Returns:

@@ -376,6 +376,11 @@ def _parent(run: Path) -> tuple[dict[str, Any], FlowMatching]:
         )
     if not isinstance(model, FlowMatching):
         raise ValueError(f"'{run}' does not hold a flow-matching model")
+    if model.context_embedding is not None:
+        raise ValueError(
+            f"'{run}' summarises its context with an embedding network; reflow and distill "
+            "take runs whose context the velocity network reads as it is"
+        )
     return config, model
 
 

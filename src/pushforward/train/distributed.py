@@ -65,7 +65,7 @@ class LossModule(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, prepared: Any = None) -> Tensor:
         # The engine checked and preprocessed the data set once: the model's own units.
-        return self.model._loss(x, context, prepared)
+        return self.model.loss_preprocessed(x, context, prepared)
 
 
 def loss_function(model: Model, where: Placement) -> nn.Module:

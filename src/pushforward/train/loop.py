@@ -169,9 +169,9 @@ class TrainingLoop:
             for begin in range(0, size, chunk):
                 rows = held_out.between(begin, begin + chunk)
                 if rows.source is None:
-                    value = self.model._loss(rows.x, rows.context)
+                    value = self.model.loss_preprocessed(rows.x, rows.context)
                 else:
-                    value = self.model._loss(rows.x, rows.context, rows.pairs())
+                    value = self.model.loss_preprocessed(rows.x, rows.context, rows.pairs())
                 total += float(value) * rows.x.shape[0]
             loss = total / size
             best = self.history.best_val_loss

@@ -16,6 +16,7 @@ from pushforward.data.earth import check_coordinates
 from pushforward.distributions import Empirical
 from pushforward.model import Model
 from pushforward.registry import build, builder_for, data_kind, keywords
+from pushforward.sbi.priors import Prior, check_theta_in_prior, load_prior
 from pushforward.serialization import save
 from pushforward.train.callbacks import Callback
 from pushforward.train.config import TrainingConfig, validation_split
@@ -39,6 +40,7 @@ from pushforward.train.run_inputs import (
     read_source,
     read_tokens,
 )
+from pushforward.transforms.box_logit import BoxLogitStandardize
 from pushforward.transforms.preprocessing import Preprocessing
 from pushforward.transforms.standardize import Standardize
 
@@ -77,6 +79,7 @@ def train_run(
     quiet: bool = True,
     callbacks: Sequence[Callback] = (),
     coordinates: str = "native",
+    prior: str | os.PathLike[str] | Prior | None = None,
 ) -> RunResult:
     """Trains model ``model`` on ``data`` into the run directory ``out``, or resumes it there.
 
@@ -106,6 +109,13 @@ def train_run(
             on the sphere, ``sphere-nsf``; ``train --latlon``). The run records it, so
             that ``eval`` and ``plot`` read its data files the same way and ``sample``
             writes latitude and longitude.
+        prior: the prior the data (parameters ``theta`` of a posterior estimator) were
+            drawn from, a :class:`~pushforward.sbi.priors.Prior` or a JSON file
+            (``train --prior``). Its dimension must be the data's and every row must lie
+            in its support. A box-uniform prior makes the model learn the logit of the
+            box (:class:`~pushforward.transforms.box_logit.BoxLogitStandardize`), so every
+            sample lies inside the box and ``log_prob`` is the density on the box; the run
+            records the prior for ``eval`` and ``diagnose``.
 
     Returns:
         A :class:`RunResult`.
@@ -139,6 +149,10 @@ def train_run(
             f"coordinates={coordinates!r} (--latlon) gives points on the sphere; model "
             f"{name!r} models {data_kind(name)}, use rfm (manifold='sphere') or sphere-nsf"
         )
+    if isinstance(prior, str | os.PathLike):
+        prior = load_prior(prior)  # before any data is read
+    if prior is not None and data_kind(name) != "vectors":
+        raise ValueError(f"a prior applies to vector data; model {name!r} models {data_kind(name)}")
     out = Path(out)
     previous = previous_run(out, resume)
 
@@ -190,6 +204,13 @@ def train_run(
         )
     else:
         preprocessing = Preprocessing.standardizing(values[train_rows], context_rows, source_values)
+    if prior is not None:
+        check_theta_in_prior(values, prior, "the data")
+        if prior.low is not None and prior.high is not None:
+            # Trained in the logit of the box: samples cannot leave it.
+            preprocessing.data = BoxLogitStandardize.fitted(
+                values[train_rows], prior.low, prior.high
+            )
     width = 0 if context_values is None else context_values.shape[1]
     # The initial weights come from the seed too, so a run is reproducible end to end.
     with torch.random.fork_rng(devices=[]):
@@ -205,6 +226,12 @@ def train_run(
             f"model {name!r} is not trained from data; make it from a trained run "
             f"(pushforward {'distill' if name == 'distilled' else 'reflow'} RUN_DIR --out ...)"
         )
+    embedding = trained.context_embedding
+    if embedding is not None and context_rows is not None:
+        # Statistics tied the way the embedding is symmetric (shared across a set's elements).
+        standardization = getattr(embedding, "context_standardization", None)
+        if callable(standardization):
+            preprocessing.context = Standardize(*standardization(context_rows))
     trained.set_preprocessing(preprocessing)
     if points:
         # Rows off the domain are refused naming the first one; torus angles are wrapped.
@@ -227,6 +254,8 @@ def train_run(
     )
     if coordinates != "native":
         resolved["data"]["coordinates"] = coordinates
+    if prior is not None:
+        resolved["prior"] = prior.description()
     resolved["train"]["budget"] = {
         "steps": steps,
         "patience": patience,
@@ -354,3 +383,5 @@ def _check_resumable(out: Path, previous: dict[str, Any], resolved: dict[str, An
         raise ValueError(f"cannot resume '{out}': it was trained on other data")
     if previous.get("source") != resolved.get("source"):
         raise ValueError(f"cannot resume '{out}': it was trained from another --source")
+    if previous.get("prior") != resolved.get("prior"):
+        raise ValueError(f"cannot resume '{out}': it was trained with another --prior")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pushforward.transforms.base import Transform
+from pushforward.transforms.box_logit import BoxLogitStandardize
 from pushforward.transforms.standardize import Standardize
 
 PARTS = ("data", "context", "source")
@@ -32,7 +33,10 @@ class PreprocessingKind(Protocol):
     def placeholder(cls, description: dict[str, Any], dtype: torch.dtype) -> Transform: ...
 
 
-PREPROCESSING_KINDS: dict[str, Any] = {Standardize.kind: Standardize}
+PREPROCESSING_KINDS: dict[str, Any] = {
+    Standardize.kind: Standardize,
+    BoxLogitStandardize.kind: BoxLogitStandardize,
+}
 """Preprocessing transforms by the ``kind`` their ``description()`` names."""
 
 

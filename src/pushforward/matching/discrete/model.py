@@ -250,7 +250,7 @@ class DiscreteFlowMatching(TokenModel):
         """
         options = BoundLogProbOptions() if options is None else options
         x = self.check_input(x)
-        context = self.preprocessing.encode_context(self.check_context(context, x.shape[0]))
+        context = self.encode_context(self.check_context(context, x.shape[0]))
         draws = self.draws if options.draws is None else options.draws
         return elbo(
             self._log_posterior(context, options.guidance),
