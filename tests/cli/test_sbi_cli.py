@@ -36,6 +36,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = theta[:, None, :] + 0.3 * generator.normal(size=(600, 5, 2))
     np.save(folder / "theta.npy", theta)
     np.save(folder / "x.npy", x.reshape(600, 10))
+    np.save(folder / "x_sets.npy", x)
     np.save(folder / "x_short.npy", x.reshape(600, 10)[:500])
     np.save(folder / "x_odd.npy", x.reshape(600, 10)[:, :9])
     np.save(folder / "theta3.npy", np.concatenate([theta, theta[:, :1]], axis=1))
@@ -47,6 +48,22 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (folder / "broken.json").write_text('{"type": "box_uniform", "low": [-1, -1]')
     return folder
+
+
+def test_a_context_of_sets_says_its_layout(files: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(files / "theta.npy"), "--context", str(files / "x_sets.npy"),
+            "--model", "nsf", "--out", str(out), "--set", "embedding=set", *TINY]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["options"]["observation_shape"] == [5, 2]
+    assert config["model"]["options"]["context"] == 10
+    sample = tmp_path / "samples.npy"
+    x_o = tmp_path / "x_o.npy"
+    np.save(x_o, np.load(files / "x_sets.npy")[:2])
+    argv = ["sample", str(out), "-n", "7", "--context", str(x_o), "--out", str(sample)]
+    assert main(argv) == 0
+    assert np.load(sample).shape == (14, 2)
 
 
 def test_set_embedding_gives_the_same_posterior_for_permuted_observations(
@@ -198,3 +215,34 @@ def test_bad_diagnose_inputs_exit_2(
     argv = ["diagnose", str(gaussian_run / "run"), "--data", str(tmp_path / "theta.npy"),
             "--context", str(tmp_path / "x.npy")]  # fmt: skip
     assert message in bad(argv, capsys)
+
+
+def test_sample_a_likelihood_run_by_mcmc(
+    gaussian_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NLE from the command line: a flow of x given theta, then MALA over theta."""
+    run = tmp_path / "nle"
+    argv = ["train", "--data", str(gaussian_run / "x_train.npy"),
+            "--context", str(gaussian_run / "theta_train.npy"), "--model", "nsf",
+            "--out", str(run), "--set", "transforms=2", "--set", "hidden=[32]",
+            "--steps", "600", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps({"type": "gaussian", "mean": [0, 0], "std": [1, 1]}))
+    observation = tmp_path / "x_o.npy"
+    np.save(observation, np.array([[1.0, -0.5]]))
+    out = tmp_path / "chains.npy"
+    argv = ["sample", str(run), "--mcmc", "mala", "--observation", str(observation),
+            "--prior", str(prior), "--chains", "16", "--steps", "300", "--warmup", "300",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    chains = np.load(out)
+    assert chains.shape == (300, 16, 2)
+    # Exact posterior: N(x_o / 1.25, 0.2 I).
+    np.testing.assert_allclose(chains.reshape(-1, 2).mean(0), [0.8, -0.4], atol=0.1)
+    np.testing.assert_allclose(chains.reshape(-1, 2).std(0), [0.2**0.5] * 2, atol=0.08)
+    assert "wrote mala chains" in capsys.readouterr().out
+    # Wrong kernel, missing prior: one line, exit 2.
+    assert "not 'imh'" in bad([*argv[:3], "imh", *argv[4:]], capsys)
+    without = [a for a in argv if a not in ("--prior", str(prior))]
+    assert "--observation needs --prior" in bad(without, capsys)

@@ -12,7 +12,7 @@ import torch
 
 from pushforward.cli.plot_diagnostics import plot_coverage, plot_rank_histograms, plot_tarp
 from pushforward.cli.report import DIAGNOSTICS_FILE, write_report
-from pushforward.data import load_array
+from pushforward.data import load_array, load_context_rows
 from pushforward.sbi.calibration import DEFAULT_SAMPLES, Calibration, calibrate
 from pushforward.sbi.priors import Prior, load_prior, prior_from_description
 from pushforward.serialization import atomic_write_bytes
@@ -33,7 +33,7 @@ def run_diagnose(arguments: argparse.Namespace) -> int:
     reference = next(iter(model.parameters()), None)
     dtype = torch.float32 if reference is None else reference.dtype
     theta = torch.from_numpy(load_array(arguments.data, ndim=2).copy()).to(dtype)
-    x = torch.from_numpy(load_array(arguments.context, ndim=2).copy()).to(dtype)
+    x = torch.from_numpy(load_context_rows(arguments.context)[0]).to(dtype)
     if theta.shape[1] != model.features:
         raise ValueError(
             f"data file '{arguments.data}' has {theta.shape[1]} columns, the run models "

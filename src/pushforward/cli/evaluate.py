@@ -17,7 +17,7 @@ from pushforward.cli.sample_mcmc import run_sample_mcmc
 from pushforward.data import (
     BUILTIN_PREFIX,
     bits_per_dim,
-    load_array,
+    load_context_rows,
     load_dataset,
     unit_to_latlon_rows,
 )
@@ -66,7 +66,7 @@ def _context(path: str | None, model: Model) -> Tensor | None:
         return None
     if not model.context_features:
         raise ValueError("this run is unconditional; do not pass --context")
-    values = torch.from_numpy(load_array(path, ndim=2).copy()).to(_dtype(model))
+    values = torch.from_numpy(load_context_rows(path)[0]).to(_dtype(model))
     if values.shape[1] != model.context_features:
         raise ValueError(
             f"context file '{path}' has {values.shape[1]} columns, "
@@ -293,6 +293,8 @@ def run_sample(arguments: argparse.Namespace) -> int:
         return run_sample_mcmc(arguments)
     if getattr(arguments, "target", None) is not None or getattr(arguments, "chains", None):
         raise ValueError("--target, --chains and --warmup apply to --mcmc KERNEL")
+    if getattr(arguments, "observation", None) is not None or getattr(arguments, "prior", None):
+        raise ValueError("--observation and --prior sample a likelihood run with --mcmc mala|hmc")
     source_file = getattr(arguments, "source", None)
     if source_file is not None:
         return run_transport(arguments, source_file)

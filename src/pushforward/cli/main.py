@@ -377,6 +377,12 @@ def parser() -> argparse.ArgumentParser:
     mcmc.add_argument("--chains", type=int, help="chains side by side (16)")
     mcmc.add_argument("--warmup", type=int, help="steps run and dropped first (0)")
     mcmc.add_argument("--target", help="the target (default: the one the run was fitted to)")
+    mcmc.add_argument(
+        "--observation",
+        help="with --mcmc mala|hmc and --prior: sample theta given this one row x_o from a "
+        "likelihood run (trained with --data x.npy --context theta.npy)",
+    )
+    mcmc.add_argument("--prior", help="the prior JSON file over theta (with --observation)")
     _solver_arguments(sample, likelihood=False)
 
     plot = _subparser(

@@ -16,7 +16,7 @@ from pushforward.cli.plot_manifold import can_plot, plot_manifold
 from pushforward.cli.plot_target import SAMPLES as TARGET_SAMPLES
 from pushforward.cli.plot_target import plot_target_densities, plot_weights, quantile_grid
 from pushforward.cli.report import write_report
-from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_array, load_dataset
+from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_context_rows, load_dataset
 from pushforward.data.tokens import load_tokens
 from pushforward.geometry import Manifold
 from pushforward.matching.reflected import ReflectedFlowMatching
@@ -276,7 +276,7 @@ def _posterior_pairs(directory: Path, model: Model, context: str) -> Path:
     """``posterior.png``: :data:`POSTERIOR_SAMPLES` samples given the one row of ``context``."""
     if not model.context_features:
         raise ValueError("this run is unconditional; plot --context takes a conditional run")
-    rows = torch.from_numpy(load_array(context, ndim=2).copy())
+    rows = torch.from_numpy(load_context_rows(context)[0])
     if rows.shape != (1, model.context_features):
         raise ValueError(
             f"plot --context takes one observation: a file of 1 row of "

@@ -7,9 +7,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pushforward.cli.evaluate_target import run_target
-from pushforward.sampling.mcmc import run_mcmc
+from pushforward.data import load_array
+from pushforward.sampling.mcmc import MCMCResult, run_mcmc
+from pushforward.sbi.posterior import likelihood_posterior
+from pushforward.sbi.priors import load_prior
 from pushforward.serialization import atomic_write_bytes, npy_bytes
 from pushforward.train.run_directory import open_run
 
@@ -25,6 +29,8 @@ def run_sample_mcmc(arguments: argparse.Namespace) -> int:
     """
     if arguments.n is not None:
         raise ValueError("--mcmc runs --chains chains for --steps steps; do not pass -n")
+    if getattr(arguments, "observation", None) is not None:
+        return _likelihood_posterior(arguments)
     if getattr(arguments, "source", None) is not None:
         raise ValueError("--mcmc samples the run's target; --source applies to transport runs")
     if arguments.context is not None:
@@ -34,6 +40,15 @@ def run_sample_mcmc(arguments: argparse.Namespace) -> int:
         raise ValueError(f"--out '{out}' must end in .npy")
     config, model = open_run(arguments.run)
     target = run_target(config, getattr(arguments, "target", None), None)
+    chains, steps, warmup = _chain_lengths(arguments)
+    result = run_mcmc(
+        target, model, arguments.mcmc, chains=chains, steps=steps, warmup=warmup,
+        seed=arguments.seed,
+    )  # fmt: skip
+    return _write_chains(arguments, out, result)
+
+
+def _chain_lengths(arguments: argparse.Namespace) -> tuple[int, int, int]:
     chains = DEFAULT_CHAINS if arguments.chains is None else arguments.chains
     steps = DEFAULT_STEPS if arguments.steps is None else arguments.steps
     warmup = 0 if arguments.warmup is None else arguments.warmup
@@ -44,10 +59,49 @@ def run_sample_mcmc(arguments: argparse.Namespace) -> int:
     ):
         if value < least:
             raise ValueError(f"{flag} must be at least {least}, got {value}")
+    return chains, steps, warmup
+
+
+def _likelihood_posterior(arguments: argparse.Namespace) -> int:
+    """``sample RUN --mcmc mala --observation x_o.npy --prior prior.json``: the posterior of a
+    likelihood estimator (a run trained with ``--data x --context theta``) by MCMC over theta."""
+    if arguments.mcmc not in ("mala", "hmc"):
+        raise ValueError(
+            f"--observation samples a likelihood run's posterior with --mcmc mala or hmc, "
+            f"not {arguments.mcmc!r}"
+        )
+    if arguments.prior is None:
+        raise ValueError("--observation needs --prior FILE.json, the prior over theta")
+    if arguments.context is not None or getattr(arguments, "target", None) is not None:
+        raise ValueError("--observation samples theta given x_o; do not pass --context or --target")
+    out = Path(arguments.out)
+    if out.suffix.lower() != ".npy":
+        raise ValueError(f"--out '{out}' must end in .npy")
+    prior = load_prior(arguments.prior)
+    _, model = open_run(arguments.run)
+    if not model.context_features:
+        raise ValueError(
+            "--observation needs a likelihood run: a model of x conditional on theta "
+            "(trained with --data x.npy --context theta.npy)"
+        )
+    rows = load_array(arguments.observation, ndim=2)
+    if rows.shape != (1, model.features):
+        raise ValueError(
+            f"observation file '{arguments.observation}' must hold one row of "
+            f"{model.features} values (x_o), got shape {tuple(rows.shape)}"
+        )
+    dtype = next(model.parameters()).dtype
+    target = likelihood_posterior(model, prior, torch.from_numpy(rows.copy()).to(dtype))
+    chains, steps, warmup = _chain_lengths(arguments)
+    start = prior.sample(chains, torch.Generator().manual_seed(arguments.seed)).to(dtype)
     result = run_mcmc(
-        target, model, arguments.mcmc, chains=chains, steps=steps, warmup=warmup,
-        seed=arguments.seed,
+        target, None, arguments.mcmc, chains=chains, steps=steps, warmup=warmup,
+        seed=arguments.seed, init=start,
     )  # fmt: skip
+    return _write_chains(arguments, out, result)
+
+
+def _write_chains(arguments: argparse.Namespace, out: Path, result: MCMCResult) -> int:
     array = result.chains.double().cpu().numpy()
     atomic_write_bytes(out, npy_bytes(np.ascontiguousarray(array)))
     r_hat = float(result.r_hat.max()) if result.r_hat.numel() else math.nan

@@ -29,7 +29,7 @@ from pushforward.data.earth import (
     unit_to_latlon,
     unit_to_latlon_rows,
 )
-from pushforward.data.files import load_array
+from pushforward.data.files import load_array, load_context_rows
 from pushforward.data.manifold_toys import MANIFOLD_TOYS, MANIFOLDS, ManifoldToy
 from pushforward.data.toys import TOYS, Toy, get_toy, sample_toy
 from pushforward.transforms.standardize import Standardize, fit_standardization
@@ -58,6 +58,7 @@ __all__ = [
     "latlon_rows",
     "latlon_to_unit",
     "load_array",
+    "load_context_rows",
     "load_dataset",
     "load_digits",
     "load_earth",

@@ -64,6 +64,17 @@ def load_array(path: str | os.PathLike[str], *, ndim: int | None = 2) -> np.ndar
     return np.ascontiguousarray(array)
 
 
+def load_context_rows(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A context file as flat rows ``(n, c)``, and the layout of one row as stored.
+
+    A file of shape ``(n, *layout)`` (a set of observations ``(n, elements, features)``,
+    a time series ``(n, channels, length)``) is flattened row by row; a model's
+    embedding network reads the layout back (its ``observation_shape``).
+    """
+    array = load_array(path, ndim=None)
+    return np.ascontiguousarray(array.reshape(array.shape[0], -1)), tuple(array.shape[1:])
+
+
 def read_numeric(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, list[int] | None]:
     """Reads a data file as stored: the array, the file's name for messages, text lines.
 

@@ -175,7 +175,10 @@ def train_run(
     # Images (n, C, H, W) are modelled as vectors of C*H*W values by the vector flows;
     # eval and sample reshape in and out.
     values = dataset.values.reshape(dataset.values.shape[0], -1)
-    context_values = read_context(context, values.shape[0])
+    context_values, layout = read_context(context, values.shape[0])
+    if layout is not None and len(layout) > 1 and options.get("embedding") in ("set", "cnn"):
+        # A context of rows (elements, features) says its layout to the embedding.
+        options.setdefault("observation_shape", list(layout))
     train_rows, val_rows = validation_split(values.shape[0], config.validation, config.seed)
     source_set = source_values = None
     if source is not None and tokens:

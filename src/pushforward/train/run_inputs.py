@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pushforward.data import BUILTIN_PREFIX, Dataset, load_array, load_dataset
+from pushforward.data import BUILTIN_PREFIX, Dataset, load_context_rows, load_dataset
 from pushforward.data.earth import check_coordinates, latlon_rows
 from pushforward.data.tokens import load_tokens
 from pushforward.registry import builder_for
@@ -52,18 +52,25 @@ def read_tokens(data: DataInput, vocab: Any, n: int | None, seed: int) -> Datase
     return Dataset(tokens.values, source, vocab=tuple(tokens.vocab))
 
 
-def read_context(context: DataInput | None, rows: int) -> Tensor | None:
-    """The context as float64 ``(rows, c)``, checked to have ``rows`` rows."""
+def read_context(
+    context: DataInput | None, rows: int
+) -> tuple[Tensor | None, tuple[int, ...] | None]:
+    """The context as float64 ``(rows, c)``, checked to have ``rows`` rows, and the layout
+    of one row as given (``(c,)``, or ``(elements, features)`` for a file or array of shape
+    ``(rows, elements, features)``, flattened row by row)."""
     if context is None:
-        return None
+        return None, None
     if isinstance(context, str | os.PathLike):
-        values = torch.from_numpy(load_array(context, ndim=2).copy())
+        flat, layout = load_context_rows(context)
+        values = torch.from_numpy(flat.copy())
         where = f"context file '{context}'"
     else:
         values = torch.as_tensor(context).detach().cpu().to(torch.float64)
         where = "the context"
-        if values.ndim != 2:
+        if values.ndim < 2:
             raise ValueError(f"{where} must be (rows, features), got {tuple(values.shape)}")
+        layout = tuple(values.shape[1:])
+        values = values.reshape(values.shape[0], -1)
         if not bool(torch.isfinite(values).all()):
             raise ValueError("context contains NaN or Inf values")
     if values.shape[0] != rows:
@@ -71,7 +78,7 @@ def read_context(context: DataInput | None, rows: int) -> Tensor | None:
             f"{where} has {values.shape[0]} rows but the data has {rows}; "
             "they must match row for row"
         )
-    return values
+    return values, layout
 
 
 def read_source(path: str, n: int | None = None, seed: int = 0) -> Dataset:
