@@ -207,7 +207,7 @@ def evaluate(
     samples = sampler(POSTERIOR_SAMPLES, x_o)
     sample_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    accuracies = sbibm_c2st(reference, samples, seed=seed)
+    accuracies = sbibm_c2st(reference, samples, seed=seed).accuracy
     c2st_seconds = time.perf_counter() - start
     values = [float(a) for a in accuracies]
     outside = 1.0 - float(
