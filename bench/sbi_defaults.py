@@ -12,8 +12,10 @@ classifier: cheap enough to compare defaults over tasks, budgets and seeds. C2ST
 Candidates (``--candidates``, comma-separated): ``default`` (``train_run`` with nothing
 set), ``b200`` (batch 200, lr 5e-4: the sbi package's NPE training), ``b128``
 (batch 128, lr 5e-4), ``b256`` (batch 256, lr 5e-4), ``p20`` (the default with patience
-20 validations), ``maf``, ``nsf-ar``, ``fm`` (flow matching with its defaults: minibatch
-OT coupling, uniform times), ``fm-power`` / ``fm-power1`` (times drawn as
+20 validations), ``e10`` / ``e20`` (validation every 10 or 20 steps instead of 100),
+``e10-b200``, ``noema`` (no moving average of the weights), ``arch50`` (sbi's NSF
+widths: 2 x 50 hidden units, 10 bins), ``maf``, ``nsf-ar``, ``fm`` (flow matching with
+its defaults: minibatch OT coupling, uniform times), ``fm-power`` / ``fm-power1`` (times drawn as
 :math:`u^{1/(1+\alpha)}`, alpha 4 or 1, as flow matching posterior estimation does),
 ``fm-independent`` (no OT coupling), ``zuko`` (zuko's NSF trained as sbi trains NPE,
 as in bench/sbi_quality.py).
@@ -50,6 +52,11 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "b256": ("nsf", {}, {"batch_size": 256, "lr": 5e-4}),
     "p20": ("nsf", {}, {"patience": 20}),
     "b200-p20": ("nsf", {}, {"batch_size": 200, "lr": 5e-4, "patience": 20}),
+    "e10": ("nsf", {}, {"eval_every": 10}),
+    "e20": ("nsf", {}, {"eval_every": 20}),
+    "e10-b200": ("nsf", {}, {"eval_every": 10, "batch_size": 200, "lr": 5e-4}),
+    "noema": ("nsf", {}, {"ema": None}),
+    "arch50": ("nsf", {"hidden": [50, 50], "bins": 10}, {}),
     "maf": ("maf", {}, {}),
     "nsf-ar": ("nsf-ar", {}, {}),
     "fm": ("fm", {}, {}),

@@ -15,6 +15,8 @@ Estimators:
   NAME`` does with its defaults (train to convergence on a 10% validation split).
 - ``nsf+prior`` (and ``maf+prior``, ``fm+prior``): the same with the task's prior
   (``--prior``): a box prior is learnt in the logit of the box.
+- ``fm-power``, ``fm-power1``: ``fm`` with training times drawn as ``u^(1/(1+alpha))``,
+  alpha 4 or 1 (the time prior of flow matching posterior estimation).
 - ``zuko-nsf``: zuko 1.6's ``NSF`` trained the way the sbi package trains NPE, which
   the issue calls a well-tuned zuko NSF: sbi's NSF shape (5 transforms, 2 hidden layers
   of 50, 10 bins), theta and x z-scored on the training set, Adam at 5e-4, batches of
@@ -64,6 +66,13 @@ PUBLISHED_NPE_10K = {
 """sbibm's NPE (NSF) C2ST at 10,000 simulations, mean over its 10 observations
 (Lueckmann et al. 2021), as the issue quotes them."""
 
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "fm-power": ("fm", {"time_sampling": "power", "time_options": {"exponent": 4.0}}),
+    "fm-power1": ("fm", {"time_sampling": "power", "time_options": {"exponent": 1.0}}),
+}
+"""Estimators that are a registered model with options: flow matching posterior estimation's
+time prior (Wildberger et al. 2023), weights ``(1 + alpha) t^alpha`` towards the data."""
+
 OBSERVATION_SEED = 2021
 REFERENCE_SAMPLES = 10_000
 POSTERIOR_SAMPLES = 10_000
@@ -96,12 +105,14 @@ def train_pushforward(
 ) -> tuple[Any, dict[str, Any]]:
     """``train_run`` with its defaults (and the task's prior for ``NAME+prior``)."""
     model, _, with_prior = name.partition("+")
+    model, options = VARIANTS.get(model, (model, {}))
     with tempfile.TemporaryDirectory() as out:
         result = pushforward.train_run(
             out,
             theta,
             model,
             context=x,
+            options=options,
             train={"seed": seed},
             prior=task.prior if with_prior else None,
         )

@@ -10,6 +10,7 @@ import torch
 
 import pushforward
 from pushforward.cli.main import main
+from pushforward.train.config import TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,13 +49,33 @@ def test_without_steps_a_run_trains_until_the_validation_loss_stops_improving(
     assert main([*command, "--config", str(config), "--out", str(out), "--quiet"]) == 0
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["train"]["steps"] is None
-    assert resolved["train"]["budget"] == {"steps": 3000, "patience": 3, "until": "convergence"}
+    assert resolved["train"]["budget"] == {
+        "steps": 3000, "patience": 3, "eval_every": 10, "until": "convergence"
+    }  # fmt: skip
     result = resolved["train"]["result"]
     assert result["stopped_early"] and result["steps_done"] < 3000
     assert result["weights"] == "best" and result["best_step"] < result["steps_done"]
     # The saved weights are the best validation step's, not the last ones.
     model = pushforward.load(out)
     assert torch.isfinite(model.log_prob(torch.zeros(1, 2))).all()
+
+
+def test_a_conditional_run_validates_about_every_five_epochs(tmp_path: Path) -> None:
+    """Posterior estimators on little data: validations every 5 epochs, 10 to 100 steps."""
+    config = TrainingConfig()
+    assert config.validation_every(900, conditional=True) == 10  # 1.8 steps an epoch
+    assert config.validation_every(4000, conditional=True) == 39
+    assert config.validation_every(90_000, conditional=True) == 100
+    assert config.validation_every(900, conditional=False) == 100
+    assert TrainingConfig(steps=500).validation_every(900, conditional=True) == 100
+    assert TrainingConfig(eval_every=7).validation_every(900, conditional=True) == 7
+    theta = torch.randn(1000, 2, dtype=torch.float64)
+    run = pushforward.train_run(
+        tmp_path / "npe", theta, "nsf", context=theta + 0.1, options=SMALL,
+        train={"max_steps": 40},
+    )  # fmt: skip
+    assert run.config["train"]["budget"]["eval_every"] == 10
+    assert run.history.eval_steps[:2] == [10, 20]
 
 
 def test_a_fixed_budget_and_a_run_without_validation_train_their_steps(tmp_path: Path) -> None:
@@ -71,5 +92,7 @@ def test_a_fixed_budget_and_a_run_without_validation_train_their_steps(tmp_path:
         options=SMALL,
         train={"default_steps": 12, "batch_size": 8},
     )
-    assert run.config["train"]["budget"] == {"steps": 12, "patience": None, "until": "steps"}
+    assert run.config["train"]["budget"] == {
+        "steps": 12, "patience": None, "eval_every": 100, "until": "steps"
+    }  # fmt: skip
     assert run.history.steps_done == 12

@@ -72,7 +72,8 @@ config.toml:
 
 Without --steps (or steps in [train]) a run trains to convergence: until the
 validation loss has not improved for 10 validations (patience; one every
-eval_every = 100 steps), at most max_steps = 20000 steps, and keeps the best
+eval_every = 100 steps, or for a run with --context about every five epochs,
+10 to 100 steps), at most max_steps = 20000 steps, and keeps the best
 weights; config.json's train.budget and train.result say how it ended. --steps N
 trains exactly N steps (a run without validation rows trains 2000).
 

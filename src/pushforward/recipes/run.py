@@ -45,7 +45,7 @@ from pushforward.recipes.pairs import INITIALIZATIONS, fit_pairs, reflow_pairs
 from pushforward.recipes.reflow import rectified_model
 from pushforward.serialization import atomic_write_bytes, save
 from pushforward.train.callbacks import Callback
-from pushforward.train.config import TrainingConfig, validation_split
+from pushforward.train.config import DEFAULT_EVAL_EVERY, TrainingConfig, validation_split
 from pushforward.train.run import RunResult
 from pushforward.train.run_directory import (
     CHECKPOINTS,
@@ -93,6 +93,7 @@ def pair_training(seed: int, overrides: dict[str, Any] | None = None) -> dict[st
         for k, v in fixed.items()
         if k not in ("max_steps", "default_steps") and k not in IGNORED_TRAIN
     }
+    train["eval_every"] = train["eval_every"] or DEFAULT_EVAL_EVERY
     train.update(REFLOW_TRAIN)
     train["seed"] = seed
     for key, value in (overrides or {}).items():

@@ -259,9 +259,11 @@ def train_run(
         resolved["data"]["coordinates"] = coordinates
     if prior is not None:
         resolved["prior"] = prior.description()
+    eval_every = config.validation_every(int(train_rows.numel()), context_values is not None)
     resolved["train"]["budget"] = {
         "steps": steps,
         "patience": patience,
+        "eval_every": eval_every,
         "until": "convergence" if config.converges and has_validation else "steps",
     }
     if source_set is not None and source_values is not None:
@@ -287,7 +289,7 @@ def train_run(
             None if context_values is None else context_values[val_rows],
         )
     metrics = MetricsLog(
-        out / METRICS_FILE, config.log_every, None if validation is None else config.eval_every
+        out / METRICS_FILE, config.log_every, None if validation is None else eval_every
     )
     history = fit(
         trained,
@@ -301,7 +303,7 @@ def train_run(
         weight_decay=config.weight_decay,
         ema=config.ema,
         validation=validation,
-        eval_every=config.eval_every,
+        eval_every=eval_every,
         patience=patience,
         seed=config.seed,
         log_every=config.log_every,

@@ -181,7 +181,9 @@ def train_target_run(
         write_config(out, resolved)
     evaluates = config.eval_samples > 0
     metrics = MetricsLog(
-        out / METRICS_FILE, config.log_every, config.eval_every if evaluates else None
+        out / METRICS_FILE,
+        config.log_every,
+        config.validation_every(0, False) if evaluates else None,
     )
     history = fit(
         trained,
@@ -196,7 +198,7 @@ def train_target_run(
         ema=config.ema,
         beta=config.beta,
         anneal=config.anneal,
-        eval_every=config.eval_every,
+        eval_every=config.validation_every(0, False),
         eval_samples=config.eval_samples,
         seed=config.seed,
         log_every=config.log_every,
