@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
+from pushforward.cli.evaluate import context_rows
 from pushforward.cli.plot_diagnostics import plot_coverage, plot_rank_histograms, plot_tarp
-from pushforward.cli.report import DIAGNOSTICS_FILE, write_report
-from pushforward.data import load_array, load_context_rows
+from pushforward.cli.report import DIAGNOSTICS_FILE, write_report, write_run_json
+from pushforward.data import load_array
 from pushforward.sbi.calibration import DEFAULT_SAMPLES, Calibration, calibrate
 from pushforward.sbi.priors import Prior, load_prior, prior_from_description
-from pushforward.serialization import atomic_write_bytes
 from pushforward.train.run_directory import open_run
 
 FIGURES = ("sbc_ranks.png", "coverage.png", "tarp.png")
@@ -33,16 +33,12 @@ def run_diagnose(arguments: argparse.Namespace) -> int:
     reference = next(iter(model.parameters()), None)
     dtype = torch.float32 if reference is None else reference.dtype
     theta = torch.from_numpy(load_array(arguments.data, ndim=2).copy()).to(dtype)
-    x = torch.from_numpy(load_context_rows(arguments.context)[0]).to(dtype)
+    x = context_rows(arguments.context, model)
+    assert x is not None  # a conditional run
     if theta.shape[1] != model.features:
         raise ValueError(
             f"data file '{arguments.data}' has {theta.shape[1]} columns, the run models "
             f"{model.features}"
-        )
-    if x.shape[1] != model.context_features:
-        raise ValueError(
-            f"context file '{arguments.context}' has {x.shape[1]} columns, the run was "
-            f"trained with {model.context_features}"
         )
     if x.shape[0] != theta.shape[0]:
         raise ValueError(
@@ -56,7 +52,7 @@ def run_diagnose(arguments: argparse.Namespace) -> int:
         coverage=not arguments.no_coverage, prior=prior,
     )  # fmt: skip
     summary = result.summary()
-    atomic_write_bytes(run / DIAGNOSTICS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    write_run_json(run, DIAGNOSTICS_FILE, summary)
     if importlib.util.find_spec("matplotlib") is not None:
         _figures(result, run)
         write_report(run, [run], title=f"pushforward: {config['model']['name']} run {run.name}")

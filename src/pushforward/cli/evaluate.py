@@ -56,7 +56,9 @@ def _dtype(model: Model) -> torch.dtype:
     return torch.float32 if reference is None else reference.dtype
 
 
-def _context(path: str | None, model: Model) -> Tensor | None:
+def context_rows(path: str | None, model: Model) -> Tensor | None:
+    """The context file of a run's command as rows in the model's dtype, checked against
+    the model (``None`` for an unconditional run without one)."""
     if path is None:
         if model.context_features:
             raise ValueError(
@@ -178,7 +180,7 @@ def evaluate_run(
         options = method_options(model, "log_prob", solver_arguments, names)
         token_sampling = method_options(model, "sample", solver_arguments, ("steps",))
         seed = default_eval_seed(config) if seed is None else seed
-        context = _context(context_file, model)
+        context = context_rows(context_file, model)
         return evaluate_tokens(config, model, data, context, n, seed, options, token_sampling)
     if model.has_log_prob:
         options = method_options(model, "log_prob", solver_arguments, EVAL_OPTIONS)
@@ -197,7 +199,7 @@ def evaluate_run(
             f"{dataset.event_shape}) but the run was trained on {expected}"
         )
     x = dataset.values.to(_dtype(model)).reshape(len(dataset), *model.event_shape)
-    context = _context(context_file, model)
+    context = context_rows(context_file, model)
     if context is not None and context.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"context file '{context_file}' has {context.shape[0]} rows "
@@ -310,7 +312,7 @@ def run_sample(arguments: argparse.Namespace) -> int:
     out = Path(arguments.out)
     if out.suffix.lower() != ".npy":
         raise ValueError(f"--out '{out}' must end in .npy")
-    context = _context(arguments.context, model)
+    context = context_rows(arguments.context, model)
     n = arguments.n
     if context is not None:
         # Row m of the context file conditions output rows m*n ... (m+1)*n - 1.
@@ -353,7 +355,7 @@ def run_transport(arguments: argparse.Namespace, source_file: str) -> int:
             f"the run maps rows of {model.features}"
         )
     x0 = x0.to(_dtype(model)).reshape(n, *model.event_shape)
-    context = _context(arguments.context, model)
+    context = context_rows(arguments.context, model)
     if context is not None and context.shape[0] not in (1, n):
         raise ValueError(
             f"context file '{arguments.context}' has {context.shape[0]} rows but source "

@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from pushforward.cli.evaluate import data_coordinates
+from pushforward.cli.evaluate import context_rows, data_coordinates
 from pushforward.cli.evaluate_target import run_target
 from pushforward.cli.plot_diagnostics import plot_posterior_pairs
 from pushforward.cli.plot_manifold import can_plot, plot_manifold
 from pushforward.cli.plot_target import SAMPLES as TARGET_SAMPLES
 from pushforward.cli.plot_target import plot_target_densities, plot_weights, quantile_grid
 from pushforward.cli.report import write_report
-from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_context_rows, load_dataset
+from pushforward.data import BUILTIN_PREFIX, MANIFOLD_TOYS, TOYS, load_dataset
 from pushforward.data.tokens import load_tokens
 from pushforward.geometry import Manifold
 from pushforward.matching.reflected import ReflectedFlowMatching
@@ -276,14 +276,15 @@ def _posterior_pairs(directory: Path, model: Model, context: str) -> Path:
     """``posterior.png``: :data:`POSTERIOR_SAMPLES` samples given the one row of ``context``."""
     if not model.context_features:
         raise ValueError("this run is unconditional; plot --context takes a conditional run")
-    rows = torch.from_numpy(load_context_rows(context)[0])
+    rows = context_rows(context, model)
+    assert rows is not None  # a conditional run
     if rows.shape != (1, model.context_features):
         raise ValueError(
             f"plot --context takes one observation: a file of 1 row of "
             f"{model.context_features} values, got shape {tuple(rows.shape)}"
         )
     torch.manual_seed(0)
-    samples = model.sample(POSTERIOR_SAMPLES, rows.to(next(model.parameters()).dtype))
+    samples = model.sample(POSTERIOR_SAMPLES, rows)
     samples = samples.reshape(POSTERIOR_SAMPLES, -1)
     return plot_posterior_pairs(
         samples, directory / "posterior.png", title=f"posterior given {Path(context).name}"

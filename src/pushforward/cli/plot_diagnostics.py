@@ -126,30 +126,11 @@ def plot_coverage(result: CoverageResult, path: str | Path) -> Path:
                 label=f"dimension {index + 1} ({float(area[index]):+.3f})",
             )
         title = "marginal coverage of central intervals"
-    axis.text(
-        0.04,
-        0.94,
+    _coverage_axes(
+        axis,
         "conservative\n(too wide)",
-        transform=axis.transAxes,
-        va="top",
-        fontsize=9,
-        color="dimgray",
-    )
-    axis.text(
-        0.96,
-        0.06,
         "overconfident\n(too narrow)",
-        transform=axis.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=9,
-        color="dimgray",
-    )
-    axis.set(
-        xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="credibility level",
-        ylabel="fraction of true values inside the region",
+        "fraction of true values inside the region",
     )
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=7, loc="center right")
@@ -171,27 +152,11 @@ def plot_tarp(result: TARPResult, path: str | Path) -> Path:
     figure, axis = pyplot.subplots(figsize=(4.5, 4.5))
     axis.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="calibrated")
     axis.plot(levels, result.ecp.detach().cpu().double().numpy(), color="C0", label="TARP")
-    axis.text(
-        0.04,
-        0.94,
+    _coverage_axes(
+        axis,
         "overdispersed\n(too wide)",
-        transform=axis.transAxes,
-        va="top",
-        fontsize=9,
-        color="dimgray",
-    )
-    axis.text(
-        0.96,
-        0.06,
         "underdispersed\n(too narrow)",
-        transform=axis.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=9,
-        color="dimgray",
-    )
-    axis.set(
-        xlim=(0, 1), ylim=(0, 1), xlabel="credibility level", ylabel="expected coverage probability"
+        "expected coverage probability",
     )
     axis.set_title(f"TARP: ATC {result.atc:+.3f}, KS p = {result.ks_pvalue:.2g}", fontsize=10)
     axis.legend(fontsize=8, loc="center right")
@@ -199,6 +164,14 @@ def plot_tarp(result: TARPResult, path: str | Path) -> Path:
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
     return path
+
+
+def _coverage_axes(axis: Any, above: str, below: str, ylabel: str) -> None:
+    """The unit square of a coverage curve, what lies above and below its diagonal named."""
+    style = {"transform": axis.transAxes, "fontsize": 9, "color": "dimgray"}
+    axis.text(0.04, 0.94, above, va="top", **style)
+    axis.text(0.96, 0.06, below, ha="right", va="bottom", **style)
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="credibility level", ylabel=ylabel)
 
 
 MAX_PAIR_DIMENSIONS = 10

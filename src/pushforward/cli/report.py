@@ -191,13 +191,9 @@ def summarize_run(run: Path, label: str) -> RunSummary:
 
 def _calibration_rows(run: Path) -> dict[str, str]:
     """Report rows of ``diagnostics.json`` (none when the run was not diagnosed)."""
-    path = Path(run) / DIAGNOSTICS_FILE
-    if not path.is_file():
+    summary = read_run_json(run, DIAGNOSTICS_FILE)
+    if not summary:
         return {}
-    try:
-        summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path} is not valid JSON") from None
     rows = {
         "calibration pairs x samples": (
             f"{summary.get('pairs', NO_VALUE)} x {summary.get('samples_per_pair', NO_VALUE)}"
@@ -226,23 +222,33 @@ def write_evaluation(run: Path, evaluation: dict[str, Any]) -> Path:
     Returns:
         The file's path.
     """
-    path = Path(run) / EVALUATION_FILE
-    atomic_write_bytes(path, (json.dumps(evaluation, indent=2) + "\n").encode())
-    return path
+    return write_run_json(run, EVALUATION_FILE, evaluation)
 
 
 def read_evaluation(run: Path) -> dict[str, Any]:
     """The run's ``evaluation.json`` (an empty dict when it has none)."""
-    path = Path(run) / EVALUATION_FILE
+    return read_run_json(run, EVALUATION_FILE)
+
+
+def write_run_json(run: Path, name: str, values: dict[str, Any]) -> Path:
+    """Stores ``values`` as ``run/name`` (atomically): metrics the report shows."""
+    path = Path(run) / name
+    atomic_write_bytes(path, (json.dumps(values, indent=2) + "\n").encode())
+    return path
+
+
+def read_run_json(run: Path, name: str) -> dict[str, Any]:
+    """The JSON object of metrics in ``run/name`` (an empty dict when there is none)."""
+    path = Path(run) / name
     if not path.is_file():
         return {}
     try:
-        evaluation = json.loads(path.read_text())
+        values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path} is not valid JSON") from None
-    if not isinstance(evaluation, dict):
+    if not isinstance(values, dict):
         raise ValueError(f"{path} does not hold a JSON object of metrics")
-    return evaluation
+    return values
 
 
 def run_figures(run: Path) -> list[Figure]:

@@ -12,7 +12,7 @@ import torch
 from pushforward.cli.evaluate_target import run_target
 from pushforward.data import load_array
 from pushforward.sampling.mcmc import MCMCResult, run_mcmc
-from pushforward.sbi.posterior import likelihood_posterior
+from pushforward.sbi.posterior import sample_likelihood_posterior
 from pushforward.sbi.priors import load_prior
 from pushforward.serialization import atomic_write_bytes, npy_bytes
 from pushforward.train.run_directory import open_run
@@ -90,13 +90,11 @@ def _likelihood_posterior(arguments: argparse.Namespace) -> int:
             f"observation file '{arguments.observation}' must hold one row of "
             f"{model.features} values (x_o), got shape {tuple(rows.shape)}"
         )
-    dtype = next(model.parameters()).dtype
-    target = likelihood_posterior(model, prior, torch.from_numpy(rows.copy()).to(dtype))
+    observation = torch.from_numpy(rows.copy()).to(next(model.parameters()).dtype)
     chains, steps, warmup = _chain_lengths(arguments)
-    start = prior.sample(chains, torch.Generator().manual_seed(arguments.seed)).to(dtype)
-    result = run_mcmc(
-        target, None, arguments.mcmc, chains=chains, steps=steps, warmup=warmup,
-        seed=arguments.seed, init=start,
+    result = sample_likelihood_posterior(
+        model, prior, observation, chains * steps, kernel=arguments.mcmc, chains=chains,
+        warmup=warmup, seed=arguments.seed,
     )  # fmt: skip
     return _write_chains(arguments, out, result)
 
