@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from pushforward.distributions.base import Distribution
 from pushforward.distributions.normal import StandardNormal
 from pushforward.distributions.uniform import BoxUniform
+from pushforward.nn.kernel import KernelConditioner
 from pushforward.paired import PairedBatch
 from pushforward.sampling.targets.gaussian_mixture import GaussianMixtureTarget
 from pushforward.transforms.autoregressive import MaskedAutoregressive
@@ -30,6 +31,7 @@ from pushforward.transforms.box_logit import BoxLogitStandardize
 from pushforward.transforms.circular import CircularAutoregressive, CircularCoupling
 from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
 from pushforward.transforms.elementwise import ElementwiseAffine, ElementwiseSpline, Logit, Sigmoid
+from pushforward.transforms.energy import FullLinear, SmoothLeakyReLU
 from pushforward.transforms.linear import LULinear
 from pushforward.transforms.maps import (
     AffineMap,
@@ -343,6 +345,28 @@ def _elementwise_spline(features: int, context: int, dtype: torch.dtype) -> Tran
     return _randomized(layer, dtype, _elementwise_scale(dtype), _generator(features, context))
 
 
+def _full_linear(features: int, context: int, dtype: torch.dtype) -> Transform:
+    generator = _generator(features, context)
+    layer = FullLinear(features, context, hidden=(8,), identity_init=False, generator=generator)
+    return _randomized(layer, dtype, 0.3, generator)
+
+
+def _smooth_leaky_relu(features: int, context: int, dtype: torch.dtype) -> Transform:
+    # Slopes around 0.7 (0.3 to 1.6 after the noise): clearly not the identity.
+    layer = SmoothLeakyReLU(features, slope=0.7)
+    return _randomized(layer, dtype, 0.5, _generator(features, context))
+
+
+def _kernel_coupling(
+    features: int, context: int, dtype: torch.dtype, *, map: str, kernel: str
+) -> Transform:
+    generator = _generator(features, context)
+    mask = random_mask(features, generator) if map == "affine" else alternating_mask(features)
+    conditioner = partial(KernelConditioner, inducing=8, kernel=kernel)
+    layer = Coupling(features, MAPS[map](), mask, context=context, conditioner=conditioner)
+    return _randomized(layer, dtype, _conditioner_scale(dtype), generator)
+
+
 def _lu_linear(features: int, context: int, dtype: torch.dtype) -> Transform:
     generator = _generator(features, context)
     return _randomized(
@@ -506,6 +530,9 @@ TRANSFORMS: dict[str, TransformCase] = {
     # does not fill: no base makes a cheap grid check of it.
     "logit-alpha": TransformCase(partial(_logit, alpha=0.05), unit_inputs, grid=None),
     "lu-linear": TransformCase(_lu_linear, grid=PLANE),
+    # An unconstrained weight, shifted by an MLP of the context.
+    "full-linear": TransformCase(_full_linear, conditional=True, grid=PLANE),
+    "smooth-leaky-relu": TransformCase(_smooth_leaky_relu),
     "permutation-reverse": TransformCase(_reverse_permutation, grid=PLANE),
     "permutation-random": TransformCase(_random_permutation, grid=PLANE),
     "actnorm": TransformCase(_actnorm),
@@ -519,6 +546,13 @@ TRANSFORMS: dict[str, TransformCase] = {
             partial(_coupling, map=map, random=random), conditional=True, grid=PLANE
         )
         for map, random in (("affine", False), ("spline", True), ("spline-soft-clip", False))
+    },
+    # Couplings whose conditioner is a kernel expansion over inducing points.
+    **{
+        f"kernel-coupling-{map}-{kernel}": TransformCase(
+            partial(_kernel_coupling, map=map, kernel=kernel), conditional=True, grid=PLANE
+        )
+        for map, kernel in (("affine", "rbf"), ("spline", "matern52"))
     },
     **{
         f"masked-autoregressive-{map}": TransformCase(
@@ -594,6 +628,17 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "iaf": {"transforms": 3, "hidden": [16, 16]},
     "realnvp": {"transforms": 3, "hidden": [16, 16]},
     "fm": {"hidden": [16], "time_embedding": 8, "likelihood_solver": "rk4", "steps": 8},
+    "kernel-flow": {"transforms": 3, "inducing": 8},
+    "ebflow": {"transforms": 2, "hidden": [16]},
+    "ffjord": {
+        "hidden": [16],
+        "time_embedding": 8,
+        "training_solver": "rk4",
+        "training_steps": 4,
+        "solver": "rk4",
+        "likelihood_solver": "rk4",
+        "steps": 8,
+    },
     "reflected-fm": {
         "hidden": [16],
         "time_embedding": 8,
@@ -638,6 +683,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     for name in ("nsf", "nsf-ar")
 }
 VARIANTS["fm:cosine"] = ("fm", {**SMALL_OPTIONS["fm"], "path": "cosine"})
+# Marginal tail-adaptive flows (mTAF): a Student-t base marginal beside a Gaussian one.
+# df = 8 keeps the Student-t's mass beyond the density grid's [-9, 9] below 1e-4 (the
+# sweep's normalisation tolerance is 1e-3; a t_3 would leave 3e-3 outside it).
+for _name in ("nsf", "nsf-ar"):
+    VARIANTS[f"{_name}:tails"] = (
+        _name,
+        {**SMALL_OPTIONS[_name], "tails": "adaptive", "tail_df": [8.0, None]},
+    )
+VARIANTS["ebflow:dsm"] = ("ebflow", {**SMALL_OPTIONS["ebflow"], "objective": "dsm"})
+VARIANTS["ebflow:fdssm"] = ("ebflow", {**SMALL_OPTIONS["ebflow"], "objective": "fdssm"})
 # Keyword options of log_prob for the density grid, where the defaults are costly.
 LOG_PROB_OPTIONS: dict[str, dict[str, Any]] = {"shortcut": {"solver": "rk4", "steps": 8}}
 
@@ -684,10 +739,17 @@ def registered_name(case: str) -> str:
     return VARIANTS[case][0] if case in VARIANTS else case
 
 
-def small_options(case: str) -> dict[str, Any]:
-    """The case's build options; a registered name without an entry fails, naming it."""
+def small_options(case: str, features: int | None = None) -> dict[str, Any]:
+    """The case's build options; a registered name without an entry fails, naming it.
+
+    With ``features``, options of one value per feature (a tail-adaptive flow's
+    ``tail_df``: a Student-t first marginal, Gaussian others) are sized to it.
+    """
     if case in VARIANTS:
-        return dict(VARIANTS[case][1])
+        options = dict(VARIANTS[case][1])
+        if features is not None and "tail_df" in options:
+            options["tail_df"] = [options["tail_df"][0]] + [None] * (features - 1)
+        return options
     if case not in SMALL_OPTIONS:
         pytest.fail(
             f"model {case!r} is registered but has no entry in SMALL_OPTIONS of "

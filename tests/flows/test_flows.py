@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import pushforward
 from pushforward.flows import Flow
-from pushforward.registry import data_kind
+from pushforward.flows.energy import EnergyFlow
+from pushforward.registry import data_kind, keywords
 from pushforward.transforms.maps import RationalQuadraticSplineMap
 from tests.contract import (
     VARIANTS,
@@ -58,7 +59,7 @@ def make(
         registered_name(name),
         features=features,
         context=context,
-        **{**small_options(name), **extra},
+        **{**small_options(name, features), **extra},
     )
     model.to(dtype)
     randomize_(model, scale=scale)
@@ -125,6 +126,8 @@ def test_directions_are_cheap_where_asked():
 @pytest.mark.parametrize("name", CASES)
 def test_loss_is_mean_negative_log_likelihood(name):
     model = make(name, 2)
+    if isinstance(model, EnergyFlow) and not model.objective.normalized:
+        pytest.skip("an energy-based flow trains by score matching; objective='ml' is the NLL")
     x = torch.randn(20, 2, dtype=torch.float64)
     torch.testing.assert_close(model.loss(x), -model.log_prob(x).mean())
 
@@ -206,7 +209,9 @@ def test_spline_options_errors_list_the_valid_values():
 def test_finite_everywhere(name, features, context, batch, magnitude, double, seed):
     dtype = torch.float64 if double else torch.float32
     torch.manual_seed(seed)
-    options = {**small_options(name), "transforms": 2, "hidden": [8]}
+    options = {**small_options(name, features), "transforms": 2}
+    if "hidden" in keywords(registered_name(name)):
+        options["hidden"] = [8]
     model = pushforward.build(registered_name(name), features=features, context=context, **options)
     model.to(dtype)
     randomize_(model, 0.2)

@@ -113,6 +113,53 @@ def log_likelihoods(
     return torch.cat(pieces)
 
 
+ESTIMATOR_DRAWS = 10
+"""Independent draws of an estimated log-likelihood ``eval`` averages by default."""
+
+
+def estimated_log_likelihoods(
+    model: Model, x: Tensor, context: Tensor | None, options: dict[str, Any], seed: int
+) -> tuple[Tensor, dict[str, Any]]:
+    r"""The log-likelihood of every row where the model may only estimate it (a residual
+    flow's ``log_prob_estimate``), and what ``eval`` reports of the estimator.
+
+    In estimate mode each row's value is the mean of ``--draws`` (default
+    :data:`ESTIMATOR_DRAWS`) unbiased draws, seeded by ``seed``; the keys are
+    ``logdet: "estimate"``, ``estimator_draws`` and ``nll_estimator_se``, the standard
+    error of ``nll`` over the draws (of the per-draw means of all rows). In exact mode
+    the values are exact and the key is ``logdet: "exact"``.
+
+    Returns:
+        ``(n,)`` float64 log-likelihoods and the keys to add to the result.
+    """
+    draws = options.get("draws") or ESTIMATOR_DRAWS
+    generator = torch.Generator().manual_seed(seed)
+    pieces, exact = [], True
+    with torch.no_grad():
+        for start in range(0, x.shape[0], EVAL_BATCH):
+            chunk = None if context is None else context[start : start + EVAL_BATCH]
+            estimate = model.log_prob_estimate(  # type: ignore[operator]
+                x[start : start + EVAL_BATCH],
+                chunk,
+                draws=draws,
+                logdet=options.get("logdet"),
+                probes=options.get("probes"),
+                generator=generator,
+            )
+            pieces.append(estimate.draws.double())
+            exact = bool(estimate.exact)
+    values = torch.cat(pieces, dim=1)
+    if exact:
+        return values.mean(dim=0), {"logdet": "exact"}
+    per_draw = -values.mean(dim=1)
+    keys = {
+        "logdet": "estimate",
+        "estimator_draws": int(values.shape[0]),
+        "nll_estimator_se": float(per_draw.std() / math.sqrt(values.shape[0])),
+    }
+    return values.mean(dim=0), keys
+
+
 def data_coordinates(config: dict[str, Any], data: str, latlon: bool = False) -> str:
     """How to read the data file ``data`` for a run: ``"latlon"`` when asked, or for a file
     (not a built-in set) given to a run trained with ``--latlon``; else ``"native"``."""
@@ -161,7 +208,9 @@ def evaluate_run(
     solver_arguments: argparse.Namespace | None = None,
 ) -> dict[str, Any]:
     r"""The metrics ``pushforward eval`` prints: ``nll``, ``nll_se``, ``n``, and ``kl``
-    (built-in toys with an exact entropy) or ``bpd`` (image data).
+    (built-in toys with an exact entropy) or ``bpd`` (image data); a model whose
+    log-likelihood may be an estimate adds what :func:`estimated_log_likelihoods` says
+    of it (``logdet``, and ``nll_estimator_se`` when estimated).
 
     ``nll`` is :math:`-\frac1n \sum_j \log p(x_j \mid c_j)` in nats per example,
     in the data's original units; ``nll_se`` its standard error.
@@ -209,7 +258,11 @@ def evaluate_run(
         measured: dict[str, Any] = {"n": int(x.shape[0]), "data": dataset.source}
         measured.update(sample_metrics(model, x, context, seed, sampling))
         return measured
-    log_prob = log_likelihoods(model, x, context, options).double()
+    estimator: dict[str, Any] = {}
+    if callable(getattr(model, "log_prob_estimate", None)):
+        log_prob, estimator = estimated_log_likelihoods(model, x, context, options, seed)
+    else:
+        log_prob = log_likelihoods(model, x, context, options).double()
     nll = -log_prob
     n = int(nll.numel())
     result: dict[str, Any] = {
@@ -217,6 +270,7 @@ def evaluate_run(
         "nll_se": float(nll.std() / math.sqrt(n)) if n > 1 else 0.0,
         "n": n,
         "data": dataset.source,
+        **estimator,
     }
     if dataset.toy is not None and dataset.toy.entropy is not None:
         result["entropy"] = float(dataset.toy.entropy)

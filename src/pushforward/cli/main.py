@@ -315,6 +315,12 @@ def parser() -> argparse.ArgumentParser:
         "as unit vectors of S^2 (rfm, sphere-nsf); eval and plot read the run's files the "
         "same way and sample writes latitude and longitude",
     )
+    train.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from the weights and units of this trained run (an fm run fine-tuned by "
+        "maximum likelihood: --model ffjord)",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model option")
     train.add_argument("--quiet", action="store_true", help="no progress bar or summary")

@@ -102,6 +102,7 @@ def run_train(arguments: argparse.Namespace) -> int:
         quiet=arguments.quiet,
         coordinates="latlon" if getattr(arguments, "latlon", False) else "native",
         prior=getattr(arguments, "prior", None),
+        init=getattr(arguments, "init", None),
     )
     if not arguments.quiet:
         history = result.history
@@ -137,6 +138,7 @@ def _run_target(arguments: argparse.Namespace, target: str) -> int:
             ("--n", arguments.n),
             ("--latlon", getattr(arguments, "latlon", False) or None),
             ("--prior", getattr(arguments, "prior", None)),
+            ("--init", getattr(arguments, "init", None)),
         )
         if value is not None
     ]

@@ -3,7 +3,9 @@
 from pushforward.flows.autoregressive import iaf, maf, nsf_autoregressive
 from pushforward.flows.circular import circular_nsf
 from pushforward.flows.coupling import nsf, realnvp
+from pushforward.flows.energy import EnergyFlow, ebflow
 from pushforward.flows.flow import Flow
+from pushforward.flows.kernel import kernel_flow
 from pushforward.flows.manifold import CylindricalSphereFlow, ManifoldFlow
 from pushforward.flows.sphere import sphere_nsf
 from pushforward.flows.stochastic import StochasticNormalizingFlow, snf
@@ -11,11 +13,14 @@ from pushforward.flows.variational import planar, radial, sylvester
 
 __all__ = [
     "CylindricalSphereFlow",
+    "EnergyFlow",
     "Flow",
     "ManifoldFlow",
     "StochasticNormalizingFlow",
     "circular_nsf",
+    "ebflow",
     "iaf",
+    "kernel_flow",
     "maf",
     "nsf",
     "nsf_autoregressive",

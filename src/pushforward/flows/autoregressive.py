@@ -9,6 +9,7 @@ import torch
 from pushforward.distributions import make_base
 from pushforward.flows.flow import Flow
 from pushforward.flows.options import last_layer_initialization, spline_options
+from pushforward.flows.tails import tail_adaptive_base
 from pushforward.options import choice, hidden_widths, positive_int, sizes
 from pushforward.registry import register
 from pushforward.transforms.autoregressive import MaskedAutoregressive
@@ -171,6 +172,8 @@ def nsf_autoregressive(
     activation: str = "relu",
     spline_parameterization: str = "minimum",
     last_layer_init: str = "zero",
+    tails: str = "gaussian",
+    tail_df: Sequence[float | None] | None = None,
 ) -> Flow:
     r"""Autoregressive neural spline flow: rational-quadratic spline MAF layers.
 
@@ -178,14 +181,21 @@ def nsf_autoregressive(
     ``[-tail_bound, tail_bound]`` (identity outside) whose knots are a MADE output
     of :math:`x_{<i}`. Density in one pass, sampling in ``features`` passes.
 
+    With ``tails="adaptive"`` the base has a Student-t marginal for every
+    heavy-tailed data marginal (mTAF); the autoregressive orders only reorder the
+    conditioners' inputs, never the features, so each keeps its tail.
+
     References:
-        Durkan et al. (2019), Neural Spline Flows.
+        Durkan et al. (2019), Neural Spline Flows;
+        Laszkiewicz, Lederer & Fischer (2022), Marginal Tail-Adaptive Normalizing Flows.
 
     Args: as :func:`maf`, plus ``bins`` (spline bins), ``tail_bound``,
-    ``spline_parameterization`` and ``last_layer_init`` (as in the coupling ``nsf``).
+    ``spline_parameterization``, ``last_layer_init``, ``tails`` and ``tail_df`` (as in
+    the coupling ``nsf``).
     """
     features, context = sizes(features, context)
     options = spline_options(bins, tail_bound, spline_parameterization)
+    tail_base = tail_adaptive_base(tails, tail_df, features, base)
     layers = _autoregressive_layers(
         features,
         context,
@@ -200,4 +210,4 @@ def nsf_autoregressive(
         invert=False,
         last_layer=last_layer_init,
     )
-    return Flow(layers, make_base(base, (features,)), context)
+    return Flow(layers, make_base(base, (features,)) if tail_base is None else tail_base, context)

@@ -9,6 +9,7 @@ import torch
 from pushforward.distributions import make_base
 from pushforward.flows.flow import Flow
 from pushforward.flows.options import last_layer_initialization, spline_options
+from pushforward.flows.tails import tail_adaptive_base
 from pushforward.options import choice, hidden_widths, positive_int, sizes
 from pushforward.registry import register
 from pushforward.transforms.base import Compose, Transform
@@ -82,6 +83,8 @@ def nsf(
     activation: str = "relu",
     spline_parameterization: str = "minimum",
     last_layer_init: str = "zero",
+    tails: str = "gaussian",
+    tail_df: Sequence[float | None] | None = None,
 ) -> Flow:
     r"""Coupling neural spline flow: rational-quadratic spline coupling layers.
 
@@ -93,7 +96,9 @@ def nsf(
     References:
         Durkan et al. (2019), Neural Spline Flows;
         Dinh et al. (2017), Density estimation using Real NVP;
-        Rozet et al. (2022), Zuko: Normalizing flows in PyTorch (``"soft-clip"``).
+        Rozet et al. (2022), Zuko: Normalizing flows in PyTorch (``"soft-clip"``);
+        Laszkiewicz, Lederer & Fischer (2022), Marginal Tail-Adaptive Normalizing
+        Flows (``tails="adaptive"``).
 
     Args:
         features: event size ``D``.
@@ -113,9 +118,22 @@ def nsf(
             :func:`pushforward.transforms.functional.spline_parameterization.spline_knots`.
         last_layer_init: the conditioners' output layers start at ``"zero"`` (the
             flow starts at the identity) or ``"random"`` (PyTorch's default, as in zuko).
+        tails: ``"gaussian"`` (the ``base`` as it is) or ``"adaptive"`` (mTAF): the base
+            is :class:`~pushforward.flows.tails.MarginalTailBase`, Student-t marginals
+            with the tail indices of the heavy-tailed data marginals as degrees of
+            freedom and Gaussian ones for the light-tailed. The splines keep each
+            marginal's tail beyond ``tail_bound``, so the model's marginals get the
+            data's tails. The indices are estimated, in the model's units, by the
+            data-dependent initialisation (a Run's whole training split; before
+            :func:`~pushforward.fit`, call ``model.initialize(data)`` so the estimate
+            sees more than the first batch). Needs ``base="normal"`` and
+            ``linear="none"``.
+        tail_df: with ``tails="adaptive"``, the degrees of freedom given instead of
+            estimated: one per feature, ``None`` for a Gaussian marginal.
     """
     features, context = sizes(features, context)
     options = spline_options(bins, tail_bound, spline_parameterization)
+    tail_base = tail_adaptive_base(tails, tail_df, features, base, linear)
     layers = _coupling_layers(
         features,
         context,
@@ -129,7 +147,7 @@ def nsf(
         activation,
         last_layer_init,
     )
-    return Flow(layers, make_base(base, (features,)), context)
+    return Flow(layers, make_base(base, (features,)) if tail_base is None else tail_base, context)
 
 
 @register("realnvp")

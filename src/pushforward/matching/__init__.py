@@ -1,5 +1,6 @@
 """Flow matching: probability paths and schedulers, parameterisations, couplings, time
-sampling, losses, and the registered ``fm`` and ``reflected-fm`` models built from them."""
+sampling, losses, and the registered ``fm``, ``reflected-fm`` and ``ffjord`` models built
+from them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pushforward.matching.couplings import (
     minibatch_ot_coupling,
     sinkhorn_coupling,
 )
+from pushforward.matching.ffjord import FFJORD, ffjord
 from pushforward.matching.flow_matching import flow_matching
 from pushforward.matching.losses import (
     LOSS_WEIGHTINGS,
@@ -52,6 +54,7 @@ from pushforward.paired import PairedBatch
 
 __all__ = [
     "COUPLINGS",
+    "FFJORD",
     "LOSS_WEIGHTINGS",
     "PARAMETERIZATIONS",
     "SCHEDULERS",
@@ -81,6 +84,7 @@ __all__ = [
     "VPScheduler",
     "convert",
     "discrete",
+    "ffjord",
     "flow_matching",
     "independent_coupling",
     "make_component",

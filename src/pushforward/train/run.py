@@ -18,11 +18,13 @@ from pushforward.model import Model
 from pushforward.registry import build, builder_for, data_kind, keywords
 from pushforward.sbi.priors import Prior, check_theta_in_prior, load_prior
 from pushforward.serialization import save
+from pushforward.train.batches import Rows
 from pushforward.train.callbacks import Callback
 from pushforward.train.config import TrainingConfig, validation_split
 from pushforward.train.distributed import placement
-from pushforward.train.fit import fit
+from pushforward.train.fit import fit, preprocessed_rows
 from pushforward.train.history import History
+from pushforward.train.init_weights import apply_initial_weights, read_initial_weights
 from pushforward.train.run_directory import (
     CHECKPOINTS,
     METRICS_FILE,
@@ -80,6 +82,7 @@ def train_run(
     callbacks: Sequence[Callback] = (),
     coordinates: str = "native",
     prior: str | os.PathLike[str] | Prior | None = None,
+    init: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Trains model ``model`` on ``data`` into the run directory ``out``, or resumes it there.
 
@@ -116,6 +119,11 @@ def train_run(
             box (:class:`~pushforward.transforms.box_logit.BoxLogitStandardize`), so every
             sample lies inside the box and ``log_prob`` is the density on the box; the run
             records the prior for ``eval`` and ``diagnose``.
+        init: a trained run whose weights and preprocessing the model starts from
+            (``train --init RUN``), such as an ``fm`` run fine-tuned by maximum
+            likelihood as ``ffjord``. Every weight of the new model must be in that
+            run with the same shape (:func:`~pushforward.train.init_weights.apply_initial_weights`),
+            and its data sizes must be this data's; the run records where it started.
 
     Returns:
         A :class:`RunResult`.
@@ -153,6 +161,15 @@ def train_run(
         prior = load_prior(prior)  # before any data is read
     if prior is not None and data_kind(name) != "vectors":
         raise ValueError(f"a prior applies to vector data; model {name!r} models {data_kind(name)}")
+    initial = None
+    if init is not None:
+        if prior is not None or source is not None:
+            flag = "--prior" if prior is not None else "--source"
+            raise ValueError(
+                f"--init starts from a run's weights and units, which {flag} cannot change "
+                f"(train the initial run with {flag})"
+            )
+        initial = read_initial_weights(init)  # before any data is read
     out = Path(out)
     previous = previous_run(out, resume)
 
@@ -236,6 +253,9 @@ def train_run(
         if callable(standardization):
             preprocessing.context = Standardize(*standardization(context_rows))
     trained.set_preprocessing(preprocessing)
+    if initial is not None:
+        apply_initial_weights(trained, name, initial, int(values.shape[1]), width)
+        preprocessing = trained.preprocessing
     if points:
         # Rows off the domain are refused naming the first one; torus angles are wrapped.
         check_points = getattr(trained, "check_points", None)
@@ -250,6 +270,8 @@ def train_run(
             raise TypeError(f"model {name!r} built with base 'empirical' has no empirical source")
         base.assign_rows(preprocessing.encode_source(source_values).float())
 
+    _initialize_from_training_split(trained, values[train_rows], context_rows)
+
     has_validation = val_rows is not None
     steps, patience = config.budget(has_validation)
     resolved = _resolved_config(
@@ -259,6 +281,8 @@ def train_run(
         resolved["data"]["coordinates"] = coordinates
     if prior is not None:
         resolved["prior"] = prior.description()
+    if initial is not None:
+        resolved["init"] = initial.description()
     eval_every = config.validation_every(int(train_rows.numel()), context_values is not None)
     resolved["train"]["budget"] = {
         "steps": steps,
@@ -328,6 +352,38 @@ def train_run(
         write_config(out, resolved)
         save(trained, out)
     return RunResult(trained, history, out, resolved)
+
+
+INITIALIZATION_ROWS = 100_000
+"""The most training rows the initialisation of :func:`_initialize_from_training_split` sees."""
+
+
+def _initialize_from_training_split(model: Model, data: Tensor, context: Tensor | None) -> None:
+    """Initialises a model whose data-dependent layers need more rows than a batch.
+
+    A layer says so with ``initializes_from_training_set``: the marginal tail
+    indices of a tail-adaptive flow, where Hill's estimator on a first batch of 512
+    rows would have 23 order statistics. The model is then initialised once
+    (:meth:`~pushforward.model.Model.initialize`) from the first
+    :data:`INITIALIZATION_ROWS` training rows (a seeded random subset: the split
+    is a permutation), and every awaiting layer, ActNorm too, sees them; the
+    engine's first-batch initialisation then finds nothing left to do, and a resumed
+    run takes the values from its checkpoint. Other models are left to the engine.
+    """
+    if not any(
+        getattr(module, "awaits_data", False)
+        and getattr(module, "initializes_from_training_set", False)
+        for module in model.modules()
+    ):
+        return
+    rows = preprocessed_rows(
+        model,
+        Rows(
+            data[:INITIALIZATION_ROWS],
+            None if context is None else context[:INITIALIZATION_ROWS],
+        ),
+    )
+    model.initialize_preprocessed(rows.x, rows.context)
 
 
 def _resolved_config(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pushforward.nn.made import broadcast_context
 from pushforward.nn.mlp import MLP
@@ -50,6 +51,20 @@ def random_mask(features: int, generator: torch.Generator | None = None) -> Tens
     return mask
 
 
+class Conditioner(Protocol):
+    """What a coupling layer needs of its conditioner: ``(batch, in) -> (batch, out)`` and a
+    resettable output layer (:class:`~pushforward.nn.mlp.MLP`,
+    :class:`~pushforward.nn.kernel.KernelConditioner`)."""
+
+    def __call__(self, h: Tensor) -> Tensor: ...
+
+    def initialize_last_layer(self, init: str) -> None: ...
+
+
+ConditionerFactory = Callable[[int, int], Conditioner]
+"""``(in_features, out_features) -> conditioner``: an ``nn.Module`` whose outputs start at zero."""
+
+
 class Coupling(Transform):
     r"""A coupling layer: the masked features pass through a map conditioned on the rest.
 
@@ -62,7 +77,9 @@ class Coupling(Transform):
     :class:`~pushforward.transforms.maps.AffineMap` this is the RealNVP coupling,
     with :class:`~pushforward.transforms.maps.RationalQuadraticSplineMap` the
     neural spline coupling. The conditioner's last layer starts at zero, so the
-    layer starts at the identity.
+    layer starts at the identity. ``conditioner`` builds another network in place of
+    the MLP (with :class:`~pushforward.nn.kernel.KernelConditioner`, the kernelised
+    coupling of English et al. 2024).
 
     Features are gathered with index buffers and written back with one
     out-of-place ``index_copy`` (no multiplications by masks).
@@ -74,7 +91,8 @@ class Coupling(Transform):
 
     References:
         Dinh et al. (2017), Density estimation using Real NVP;
-        Durkan et al. (2019), Neural Spline Flows.
+        Durkan et al. (2019), Neural Spline Flows;
+        English, Kirchler & Lippert (2024), Kernelised Normalising Flows.
 
     Args:
         features: ``D``.
@@ -83,11 +101,15 @@ class Coupling(Transform):
         hidden: conditioner hidden widths.
         context: context width (0 for unconditional).
         activation: hidden nonlinearity.
+        conditioner: ``(in_features, out_features) -> module`` building the conditioner in
+            place of the MLP (``hidden`` and ``activation`` then unused); its outputs should
+            start at zero, so the layer starts at the identity.
     """
 
     mask: Tensor
     identity_index: Tensor
     transformed_index: Tensor
+    conditioner: Conditioner
     # Columns the conditioner reads per untransformed feature (see _conditioner_input).
     inputs_per_feature: int = 1
 
@@ -99,6 +121,7 @@ class Coupling(Transform):
         hidden: Sequence[int] = (64, 64),
         context: int = 0,
         activation: str = "relu",
+        conditioner: ConditionerFactory | None = None,
     ) -> None:
         super().__init__()
         mask = torch.as_tensor(mask).detach().cpu()
@@ -118,13 +141,17 @@ class Coupling(Transform):
         self.register_buffer("identity_index", identity_index)
         self.register_buffer("transformed_index", transformed_index)
         self.conditioner_inputs = identity_index.numel() * self.inputs_per_feature + self.context
-        self.conditioner = MLP(
-            max(self.conditioner_inputs, 1),
-            transformed_index.numel() * map.params_per_feature,
-            hidden=hidden,
-            activation_name=activation,
-            zero_last=True,
-        )
+        inputs = max(self.conditioner_inputs, 1)
+        outputs = transformed_index.numel() * map.params_per_feature
+        if conditioner is None:
+            self.conditioner = MLP(
+                inputs, outputs, hidden=hidden, activation_name=activation, zero_last=True
+            )
+        else:
+            built = conditioner(inputs, outputs)
+            if not isinstance(built, nn.Module):
+                raise TypeError(f"a conditioner must be an nn.Module, got {type(built).__name__}")
+            self.conditioner = built
         self.conditional = self.context > 0
 
     def _conditioner_input(self, x_identity: Tensor) -> Tensor:
