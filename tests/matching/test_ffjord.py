@@ -250,3 +250,21 @@ def test_regularisers_enter_the_training_loss_only() -> None:
 def test_bad_options_name_the_problem(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         pushforward.build("ffjord", features=2, **options)
+
+
+@pytest.mark.parametrize("parameterization", ["velocity", "data"])
+def test_hutchinson_log_prob_by_the_networks_own_jvp_equals_forward_mode(
+    parameterization: str,
+) -> None:
+    torch.manual_seed(0)
+    model = pushforward.build(
+        "fm", features=2, hidden=[16, 16], time_embedding=8, parameterization=parameterization
+    ).double()
+    randomize_(model, 0.3, torch.Generator().manual_seed(2))
+    assert model.has_own_jvp()
+    x = points(8)
+    options = {"solver": "rk4", "steps": 6, "divergence": "hutchinson", "probes": 3}
+    fast = model.log_prob(x, generator=torch.Generator().manual_seed(4), **options)
+    model.has_own_jvp = lambda: False  # type: ignore[method-assign]
+    generic = model.log_prob(x, generator=torch.Generator().manual_seed(4), **options)
+    torch.testing.assert_close(fast, generic)

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pushforward.nn.jacobian_trace import activation_and_slope
 from pushforward.nn.mlp import ACTIVATIONS
@@ -403,3 +405,29 @@ def test_activation_slopes_match_autograd_including_kinks_and_tails(activation):
     assert torch.isfinite(curvature).all()
     smooth = h.detach() != 0
     torch.testing.assert_close(curvature[smooth], autograd_curvature[smooth], rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    residual=st.booleans(),
+    depth=st.integers(1, 3),
+    activation=st.sampled_from(["silu", "tanh", "elu", "gelu"]),
+    context=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
+def test_velocity_and_jvp_matches_forward_mode_autodiff(residual, depth, activation, context, seed):
+    torch.manual_seed(seed)
+    net = VelocityMLP(
+        3, context=context, hidden=[8] * depth, residual=residual, activation=activation
+    ).double()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    x = torch.randn(6, 3, dtype=torch.float64)
+    t = torch.rand(6, dtype=torch.float64)
+    c = torch.randn(6, context, dtype=torch.float64) if context else None
+    direction = torch.randn(6, 3, dtype=torch.float64)
+    value, tangent = net.velocity_and_jvp(x, t, c, direction)
+    expected = torch.func.jvp(lambda y: net(y, t, c), (x,), (direction,))
+    torch.testing.assert_close(value, expected[0])
+    torch.testing.assert_close(tangent, expected[1])

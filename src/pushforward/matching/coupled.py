@@ -253,6 +253,19 @@ class CoupledVelocityModel(CoupledModel):
         """The instantaneous velocity and its exact divergence ``(batch,)``."""
         raise NotImplementedError
 
+    def velocity_and_jvp(
+        self, x: Tensor, t: Tensor, context: Tensor | None, direction: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The instantaneous velocity and its Jacobian-vector product with ``direction``
+        (called only where :meth:`has_own_jvp`)."""
+        raise NotImplementedError
+
+    def has_own_jvp(self) -> bool:
+        """Whether :meth:`velocity_and_jvp` is implemented and the network has its own
+        ``velocity_and_jvp`` (so Hutchinson's estimator needs no ``torch.func.jvp``)."""
+        implemented = type(self).velocity_and_jvp is not CoupledVelocityModel.velocity_and_jvp
+        return implemented and callable(getattr(self.network, "velocity_and_jvp", None))
+
     def _likelihood_steps(self, method: str, steps: int | None) -> int | None:
         """The steps ``log_prob`` gives the solver ``method`` when asked for ``steps``."""
         raise NotImplementedError
@@ -283,6 +296,9 @@ class CoupledVelocityModel(CoupledModel):
         def field_and_divergence(t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
             return self.velocity_and_divergence(state, t, context)
 
+        def field_and_jvp(t: Tensor, state: Tensor, direction: Tensor) -> tuple[Tensor, Tensor]:
+            return self.velocity_and_jvp(state, t, context, direction)
+
         # A network that traces its own Jacobian (VelocityMLP) beats the generic
         # forward-mode trace; other networks take the generic path.
         fast = kind == "exact" and callable(getattr(self.network, "velocity_and_divergence", None))
@@ -305,5 +321,6 @@ class CoupledVelocityModel(CoupledModel):
             generator=generator,
             velocity_and_divergence=field_and_divergence if fast else None,
             step_hook=fold_step_hook(fold, method),
+            velocity_and_jvp=field_and_jvp if self.has_own_jvp() else None,
         )
         return result.log_prob

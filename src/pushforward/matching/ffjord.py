@@ -85,6 +85,7 @@ class _TrainingDynamics:
         self.context_in_state = context_in_state
         # A network that traces its own Jacobian (VelocityMLP) beats the generic trace.
         self.own_trace = callable(getattr(model.network, "velocity_and_divergence", None))
+        self.own_jvp = model.has_own_jvp()
 
     def __call__(self, t: Tensor, state: State) -> tuple[Tensor, ...]:
         if not isinstance(state, tuple):
@@ -122,6 +123,9 @@ class _TrainingDynamics:
     def _jvp(
         self, x: Tensor, t: Tensor, context: Tensor | None, direction: Tensor
     ) -> tuple[Tensor, Tensor]:
+        if self.own_jvp:
+            return self.model.velocity_and_jvp(x, t, context, direction)
+
         def field(point: Tensor) -> Tensor:
             return self.model.velocity(point, t, context)
 
@@ -278,6 +282,12 @@ class FFJORD(FlowMatching):
     ) -> tuple[Tensor, Tensor]:
         velocity, divergence = super()._velocity_and_divergence_of(x, t, network_context)
         return self._scaled(velocity), self._scaled(divergence)
+
+    def _velocity_and_jvp_of(
+        self, x: Tensor, t: Tensor, network_context: Tensor | None, direction: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        velocity, tangent = super()._velocity_and_jvp_of(x, t, network_context, direction)
+        return self._scaled(velocity), self._scaled(tangent)
 
     # -- training -------------------------------------------------------------------
 

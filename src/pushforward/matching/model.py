@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -278,6 +279,55 @@ class FlowMatching(CoupledVelocityModel):
             self._velocity_and_divergence_of, x, t, context, guidance
         )
         return velocity, divergence
+
+    def _velocity_and_jvp_of(
+        self, x: Tensor, t: Tensor, network_context: Tensor | None, direction: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        pushed = getattr(self.network, "velocity_and_jvp", None)
+        if not callable(pushed):
+            raise TypeError(
+                f"the network ({type(self.network).__name__}) has no velocity_and_jvp; "
+                "use torch.func.jvp on velocity instead"
+            )
+        raw, raw_tangent = pushed(x, t, network_context, direction)
+        if self.parameterization == "velocity":
+            return raw, raw_tangent
+        t_safe = t.clamp(_CONVERSION_MARGIN, 1 - _CONVERSION_MARGIN)
+        coefficients = self.scheduler(t_safe)
+        # convert is linear in (prediction, x_t): the tangent converts with the direction.
+        velocity = convert(raw, self.parameterization, "velocity", x, coefficients)
+        tangent = convert(raw_tangent, self.parameterization, "velocity", direction, coefficients)
+        return velocity, tangent
+
+    def velocity_and_jvp(
+        self,
+        x: Tensor,
+        t: Tensor,
+        context: Tensor | None,
+        direction: Tensor,
+        guidance: float = 1.0,
+    ) -> tuple[Tensor, Tensor]:
+        r"""The velocity and :math:`J_x v_\theta \cdot \varepsilon` for a ``direction`` per row.
+
+        Needs a network with ``velocity_and_jvp`` (such as
+        :class:`~pushforward.nn.velocity.VelocityMLP`); Hutchinson's estimator of the
+        divergence is :math:`\varepsilon^\top J \varepsilon`. Guided like
+        :meth:`velocity`.
+
+        Args:
+            x: ``(batch, *event)`` states.
+            t: ``(batch,)`` times, or a 0-dim time for all rows.
+            context: ``(batch, context)`` or ``None``.
+            direction: ``(batch, *event)``.
+            guidance: classifier-free guidance scale ``w``.
+
+        Returns:
+            ``(velocity, jvp)``, both ``(batch, *event)``.
+        """
+        velocity, tangent = self._guided(
+            partial(self._velocity_and_jvp_of, direction=direction), x, t, context, guidance
+        )
+        return velocity, tangent
 
     # -- training ---------------------------------------------------------------
 

@@ -23,6 +23,8 @@ DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 VelocityAndDivergence = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+VelocityAndJvp = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+"""``(t, x, direction) -> (v, J v . direction)``: a field with its own Jacobian-vector product."""
 
 
 @dataclass
@@ -63,6 +65,10 @@ class AugmentedDynamics:
             :meth:`~pushforward.nn.velocity.VelocityMLP.velocity_and_divergence`);
             used instead of :func:`~pushforward.ode.divergence.exact_divergence` when
             ``noise`` is ``None``.
+        velocity_and_jvp: ``(t, x, direction) -> (v, J direction)``, a field that gives
+            its own Jacobian-vector products (such as
+            :meth:`~pushforward.nn.velocity.VelocityMLP.velocity_and_jvp`); used for
+            Hutchinson's estimate instead of ``torch.func.jvp`` of ``velocity``.
     """
 
     def __init__(
@@ -71,11 +77,13 @@ class AugmentedDynamics:
         noise: Tensor | None = None,
         chunk_size: int | None = None,
         velocity_and_divergence: VelocityAndDivergence | None = None,
+        velocity_and_jvp: VelocityAndJvp | None = None,
     ) -> None:
         self.velocity = velocity
         self.noise = noise
         self.chunk_size = chunk_size
         self.velocity_and_divergence = velocity_and_divergence
+        self.velocity_and_jvp = velocity_and_jvp
 
     def __call__(self, t: Tensor, state: State) -> tuple[Tensor, Tensor]:
         """The derivatives ``(dx/dt: (batch, *event), dl/dt: (batch,))`` at time ``t``."""
@@ -91,6 +99,12 @@ class AugmentedDynamics:
         field = partial(self.velocity, t)
         if self.noise is None:
             return exact_divergence(field, x, chunk_size=self.chunk_size)
+        if self.velocity_and_jvp is not None:
+            value, estimate = x, x.new_zeros(x.shape[0])
+            for probe in self.noise:
+                value, tangent = self.velocity_and_jvp(t, x, probe)
+                estimate = estimate + (tangent * probe).reshape(x.shape[0], -1).sum(-1)
+            return value, estimate / self.noise.shape[0]
         return hutchinson_divergence(field, x, self.noise)
 
 
@@ -130,6 +144,7 @@ def log_likelihood(
     chunk_size: int | None = None,
     velocity_and_divergence: VelocityAndDivergence | None = None,
     step_hook: StepHook | None = None,
+    velocity_and_jvp: VelocityAndJvp | None = None,
 ) -> LikelihoodResult:
     r"""Log-density of ``x`` under the pushforward of a base distribution by a velocity field.
 
@@ -180,6 +195,9 @@ def log_likelihood(
             divergence) after each fixed step, such as the reflection of a reflected
             flow into its domain; it must preserve volume (an isometry), since
             nothing enters the log-density for it. Fixed-step methods only.
+        velocity_and_jvp: ``velocity_and_jvp(t, x, direction) -> (v, J direction)``, the
+            field's own Jacobian-vector product (it must agree with ``velocity``), used by
+            Hutchinson's estimator in place of ``torch.func.jvp`` of ``velocity``.
 
     Returns:
         A :class:`LikelihoodResult` with ``log_prob: (batch,)``, the base point
@@ -203,7 +221,9 @@ def log_likelihood(
             f"got {type(velocity_and_divergence).__name__}"
         )
     probe_noise = make_probes(x, probes, noise, generator) if divergence == "hutchinson" else None
-    dynamics = AugmentedDynamics(velocity, probe_noise, chunk_size, velocity_and_divergence)
+    dynamics = AugmentedDynamics(
+        velocity, probe_noise, chunk_size, velocity_and_divergence, velocity_and_jvp
+    )
     start = (x, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
     solution = solve_ode(
         dynamics,
