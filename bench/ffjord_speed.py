@@ -108,6 +108,10 @@ class Counted(nn.Module):
         self.calls += 1
         return self.module.velocity_and_divergence(*args)
 
+    def velocity_and_jvp(self, *args: Any) -> tuple[Tensor, Tensor]:
+        self.calls += 1
+        return self.module.velocity_and_jvp(*args)
+
 
 def ours(net: nn.Module, features: int, **options: Any) -> FFJORD:
     return FFJORD(

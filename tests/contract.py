@@ -42,6 +42,7 @@ from pushforward.transforms.maps import (
 )
 from pushforward.transforms.normalization import ActNorm, BatchNorm
 from pushforward.transforms.permutation import Permutation
+from pushforward.transforms.residual import ResidualBlock
 from pushforward.transforms.standardize import Standardize
 from pushforward.transforms.variational import Planar, Radial, Sylvester
 
@@ -367,6 +368,19 @@ def _kernel_coupling(
     return _randomized(layer, dtype, _conditioner_scale(dtype), generator)
 
 
+def _residual(features: int, context: int, dtype: torch.dtype, *, activation: str) -> Transform:
+    generator = _generator(features, context)
+    # Its power-iteration vectors start from torch's global stream: seeded here, so the
+    # case does not depend on the order the tests run in.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(31 * features + context)
+        hidden = (16, 16) if activation == "lipswish" else (16,)
+        layer = ResidualBlock(features, hidden, context=context, activation=activation)
+    # Evaluation mode: a pass refines the spectral norms from the stored vectors without
+    # writing them, so forward, inverse and the autograd Jacobian see one map.
+    return _randomized(layer, dtype, 0.3, generator).eval()
+
+
 def _lu_linear(features: int, context: int, dtype: torch.dtype) -> Transform:
     generator = _generator(features, context)
     return _randomized(
@@ -547,6 +561,14 @@ TRANSFORMS: dict[str, TransformCase] = {
         )
         for map, random in (("affine", False), ("spline", True), ("spline-soft-clip", False))
     },
+    # Invertible residual blocks in exact mode (the full Jacobian); the unbiased
+    # estimator is random and is tested in tests/transforms/test_residual.py.
+    **{
+        f"residual-{activation}": TransformCase(
+            partial(_residual, activation=activation), conditional=True, grid=PLANE
+        )
+        for activation in ("lipswish", "elu")
+    },
     # Couplings whose conditioner is a kernel expansion over inducing points.
     **{
         f"kernel-coupling-{map}-{kernel}": TransformCase(
@@ -629,6 +651,8 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "realnvp": {"transforms": 3, "hidden": [16, 16]},
     "fm": {"hidden": [16], "time_embedding": 8, "likelihood_solver": "rk4", "steps": 8},
     "kernel-flow": {"transforms": 3, "inducing": 8},
+    # features=2: logdet="auto" is the exact log-determinant, so log_prob is deterministic.
+    "resflow": {"transforms": 2, "hidden": [8]},
     "ebflow": {"transforms": 2, "hidden": [16]},
     "ffjord": {
         "hidden": [16],

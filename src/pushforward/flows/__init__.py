@@ -7,6 +7,7 @@ from pushforward.flows.energy import EnergyFlow, ebflow
 from pushforward.flows.flow import Flow
 from pushforward.flows.kernel import kernel_flow
 from pushforward.flows.manifold import CylindricalSphereFlow, ManifoldFlow
+from pushforward.flows.residual import LogLikelihoodEstimate, ResidualFlow, resflow
 from pushforward.flows.sphere import sphere_nsf
 from pushforward.flows.stochastic import StochasticNormalizingFlow, snf
 from pushforward.flows.variational import planar, radial, sylvester
@@ -15,7 +16,9 @@ __all__ = [
     "CylindricalSphereFlow",
     "EnergyFlow",
     "Flow",
+    "LogLikelihoodEstimate",
     "ManifoldFlow",
+    "ResidualFlow",
     "StochasticNormalizingFlow",
     "circular_nsf",
     "ebflow",
@@ -27,6 +30,7 @@ __all__ = [
     "planar",
     "radial",
     "realnvp",
+    "resflow",
     "snf",
     "sphere_nsf",
     "sylvester",
