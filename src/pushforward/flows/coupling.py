@@ -13,7 +13,12 @@ from pushforward.flows.tails import tail_adaptive_base
 from pushforward.options import choice, hidden_widths, positive_int, sizes
 from pushforward.registry import register
 from pushforward.transforms.base import Compose, Transform
-from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
+from pushforward.transforms.coupling import (
+    ConditionerFactory,
+    Coupling,
+    alternating_mask,
+    random_mask,
+)
 from pushforward.transforms.linear import LULinear
 from pushforward.transforms.maps import AffineMap, ElementwiseMap, RationalQuadraticSplineMap
 from pushforward.transforms.normalization import ActNorm, BatchNorm
@@ -23,7 +28,7 @@ LINEARS = ("none", "lu")
 NORMALIZATIONS = ("none", "actnorm", "batchnorm")
 
 
-def _coupling_layers(
+def coupling_layers(
     features: int,
     context: int,
     transforms: int,
@@ -35,10 +40,14 @@ def _coupling_layers(
     normalization: str,
     activation: str,
     last_layer: str = "zero",
+    conditioner: ConditionerFactory | None = None,
 ) -> Transform:
+    """The layers of a coupling flow: per layer an optional normalisation and LU-linear
+    layer, then a coupling whose conditioner is an MLP of ``hidden`` widths, or the
+    network ``conditioner`` builds (``hidden`` and ``activation`` then unused)."""
     transforms = positive_int("transforms", transforms)
     last_layer = last_layer_initialization(last_layer)
-    hidden = hidden_widths(hidden)
+    hidden = hidden_widths(hidden) if conditioner is None else tuple(hidden)
     mask = choice("mask", mask, MASKS)
     linear = choice("linear", linear, LINEARS)
     normalization = choice("normalization", normalization, NORMALIZATIONS)
@@ -62,6 +71,7 @@ def _coupling_layers(
             hidden=hidden,
             context=context,
             activation=activation,
+            conditioner=conditioner,
         )
         coupling.conditioner.initialize_last_layer(last_layer)
         layers.append(coupling)
@@ -134,7 +144,7 @@ def nsf(
     features, context = sizes(features, context)
     options = spline_options(bins, tail_bound, spline_parameterization)
     tail_base = tail_adaptive_base(tails, tail_df, features, base, linear)
-    layers = _coupling_layers(
+    layers = coupling_layers(
         features,
         context,
         transforms,
@@ -171,7 +181,7 @@ def realnvp(
     Args: as :func:`nsf`, without spline options; ``normalization`` defaults to ActNorm.
     """
     features, context = sizes(features, context)
-    layers = _coupling_layers(
+    layers = coupling_layers(
         features,
         context,
         transforms,

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch
-
 from pushforward.distributions import make_base
+from pushforward.flows.coupling import coupling_layers
 from pushforward.flows.flow import Flow
 from pushforward.flows.options import last_layer_initialization, spline_options
 from pushforward.nn.kernel import INDUCING_INITS, KernelConditioner, check_kernel
 from pushforward.options import choice, positive_float, positive_int, sizes
 from pushforward.registry import register
-from pushforward.transforms.base import Compose, Transform
-from pushforward.transforms.coupling import Coupling, alternating_mask, random_mask
-from pushforward.transforms.linear import LULinear
 from pushforward.transforms.maps import AffineMap, ElementwiseMap, RationalQuadraticSplineMap
-from pushforward.transforms.normalization import ActNorm
 
 MAPS = ("affine", "spline")
 MASKS = ("alternate", "random")
@@ -119,24 +114,18 @@ def kernel_flow(
         length_scale=length_scale,
         inducing_init=inducing_init,
     )
-    generator = torch.Generator().manual_seed(features * 104729 + transforms)
-    layers: list[Transform] = []
-    for index in range(transforms):
-        if normalization == "actnorm":
-            layers.append(ActNorm(features))
-        if linear == "lu":
-            layers.append(LULinear(features))
-        if mask == "random":
-            layer_mask = random_mask(features, generator=generator)
-        else:
-            layer_mask = alternating_mask(features, parity=index % 2)
-        coupling = Coupling(
-            features,
-            element_map(**map_options),
-            layer_mask,
-            context=context,
-            conditioner=conditioner,
-        )
-        coupling.conditioner.initialize_last_layer(last_layer_init)
-        layers.append(coupling)
-    return Flow(Compose(layers), make_base(base, (features,)), context)
+    layers = coupling_layers(
+        features,
+        context,
+        transforms,
+        (),
+        element_map,
+        map_options,
+        mask,
+        linear,
+        normalization,
+        "relu",
+        last_layer_init,
+        conditioner=conditioner,
+    )
+    return Flow(layers, make_base(base, (features,)), context)
