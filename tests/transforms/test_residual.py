@@ -16,13 +16,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushforward.transforms.residual import (
-    LipSwish,
-    LogDeterminantEstimator,
-    ResidualBlock,
-    SpectralNormLinear,
-    lipschitz_coefficient,
-)
+from pushforward.transforms.lipschitz import LipSwish, SpectralNormLinear, lipschitz_coefficient
+from pushforward.transforms.residual import LogDeterminantEstimator, ResidualBlock
 from tests.contract import randomize_
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,13 +18,9 @@ from pushforward.inference import InferenceOptions, NoOptions
 from pushforward.options import choice, hidden_widths, positive_float, positive_int, sizes
 from pushforward.registry import register
 from pushforward.transforms.base import Compose, Transform
+from pushforward.transforms.lipschitz import lipschitz_coefficient
 from pushforward.transforms.normalization import ActNorm
-from pushforward.transforms.residual import (
-    LOGDET_MODES,
-    LogDeterminantEstimator,
-    ResidualBlock,
-    lipschitz_coefficient,
-)
+from pushforward.transforms.residual import LOGDET_MODES, LogDeterminantEstimator, ResidualBlock
 
 EXACT_FEATURES = 8
 """``logdet="auto"`` computes the exact log-determinant up to this many features."""
