@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -195,3 +196,37 @@ def write_json(path: str | None, payload: object) -> None:
         with open(path, "w") as handle:
             json.dump(payload, handle, indent=2)
         print(f"\nJSON written to {path}")
+
+
+def cli(arguments: Sequence[str]) -> str:
+    """Runs ``pushforward ARGUMENTS`` in process; returns its standard output."""
+    import contextlib
+    import io
+
+    from pushforward.cli.main import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status = main(list(arguments))
+    if status != 0:
+        raise RuntimeError(f"pushforward {' '.join(arguments)} exited with status {status}")
+    return buffer.getvalue()
+
+
+def mean_and_error(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (nan error for a single value, nan mean for none)."""
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return mean, error
+
+
+def cell(values: Sequence[float], digits: int = 3, scale: float = 1.0) -> str:
+    """``mean ± se`` of ``values * scale`` (just the mean for one value, "nan" for none)."""
+    mean, error = mean_and_error([v * scale for v in values])
+    if math.isnan(mean):
+        return "nan"
+    if math.isnan(error):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {error:.{digits}f}"

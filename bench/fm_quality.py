@@ -57,9 +57,7 @@ Run (the script re-executes itself with the allocator settings of bench/common.p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata
-import io
 import json
 import math
 import statistics
@@ -74,7 +72,15 @@ from typing import Any
 
 import torch
 
-from common import environment, markdown_table, print_environment, setup, write_json
+from common import (
+    cell,
+    cli,
+    environment,
+    markdown_table,
+    print_environment,
+    setup,
+    write_json,
+)
 
 DATASETS = ("moons", "8gaussians", "checkerboard", "2spirals")
 COUPLING_DATASETS = ("8gaussians", "moons")
@@ -144,18 +150,6 @@ class RunResult:
     energy: dict[str, float] = field(default_factory=dict)
     default_sampler: str | None = None
     extra_evaluations: list[Evaluation] = field(default_factory=list)
-
-
-def cli(arguments: Sequence[str]) -> str:
-    """Runs ``pushforward ARGUMENTS`` in process; returns its standard output."""
-    from pushforward.cli.main import main
-
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        status = main(list(arguments))
-    if status != 0:
-        raise RuntimeError(f"pushforward {' '.join(arguments)} exited with status {status}")
-    return buffer.getvalue()
 
 
 def evaluate(
@@ -325,23 +319,6 @@ def run(spec: RunSpec, eval_points: int, samples: int, workdir: str) -> RunResul
         for setting, flags in TOLERANCE_CHECKS:
             result.extra_evaluations.append(evaluate(run_dir, spec, eval_points, setting, flags))
     return result
-
-
-def mean_and_error(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (nan error for a single value)."""
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return mean, error
-
-
-def cell(values: Sequence[float], digits: int = 3, scale: float = 1.0) -> str:
-    """``mean ± se`` of ``values * scale`` (just the mean for one value)."""
-    mean, error = mean_and_error([v * scale for v in values])
-    if math.isnan(error):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {error:.{digits}f}"
 
 
 def library_versions() -> dict[str, str]:

@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from common import environment, markdown_table, print_environment, setup, write_json
+from common import cell, environment, markdown_table, print_environment, setup, write_json
 
 DATASETS = ("moons", "8gaussians", "checkerboard", "2spirals")
 HIDDEN = (64, 64)
@@ -219,20 +219,6 @@ def fit(run: str, dataset: str, seed: int, steps: int, transforms: int) -> RunRe
     # Change of variables for x = mean + std * z: log p_x = log p_z - sum(log std).
     test_ll = scores.mean().item() - std.log().sum().item()
     return RunResult(run, dataset, seed, test_ll, loss.item(), seconds)
-
-
-def mean_and_error(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (nan error for a single value)."""
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return mean, error
-
-
-def cell(values: list[float]) -> str:
-    mean, error = mean_and_error(values)
-    return f"{mean:.3f} ± {error:.3f}" if not math.isnan(error) else f"{mean:.3f}"
 
 
 def library_versions() -> dict[str, str]:
