@@ -209,3 +209,42 @@ def test_a_trained_adaptive_flow_samples_the_data_tails_and_a_gaussian_one_canno
             torch.testing.assert_close(far[:3], data_far[:3], rtol=0.3, atol=1e-3)
         else:
             assert (far < 1e-4).all() and (data_far[:3] > 1e-3).all(), (far, data_far)
+
+
+# -- the default of a run ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nsf", "nsf-ar"])
+def test_a_run_on_vector_data_defaults_to_adaptive_tails(tmp_path: Path, name: str) -> None:
+    """bench/density_quality.py's finding, applied where the option can be."""
+    data = heavy_and_light(2000, seed=3).double()
+    train = {"steps": 2, "batch_size": 64}
+    run = pushforward.train_run(tmp_path / "plain", data, name, options=SMALL, train=train)
+    assert run.config["model"]["options"]["tails"] == "adaptive"
+    assert isinstance(run.model.base, MarginalTailBase)
+    # Heavier marginals get fewer degrees of freedom than the Gaussian one (0: normal).
+    inverse_df = tail_base(run.model).inverse_df
+    assert float(inverse_df[0]) > 0 and float(inverse_df[3]) < float(inverse_df[0])
+    # Told otherwise, or where adaptive tails do not apply: the base is kept.
+    for label, options, context in [
+        ("gaussian", {**SMALL, "tails": "gaussian"}, None),
+        ("student", {**SMALL, "base": "student-t"}, None),
+        ("conditional", SMALL, data[:, :1] + 0.1),
+    ]:
+        other = pushforward.train_run(
+            tmp_path / label, data, name, options=options, context=context, train=train
+        )
+        assert other.config["model"]["options"]["tails"] == "gaussian", label
+        assert not isinstance(other.model.base, MarginalTailBase), label
+
+
+def test_a_resumed_run_keeps_the_tails_it_was_started_with(tmp_path: Path) -> None:
+    data = heavy_and_light(2000, seed=4).double()
+    out = tmp_path / "run"
+    options = {**SMALL, "tails": "gaussian"}
+    pushforward.train_run(out, data, "nsf", options=options, train={"steps": 2})
+    resumed = pushforward.train_run(
+        out, data, "nsf", options=SMALL, train={"steps": 4}, resume=True
+    )
+    assert resumed.config["model"]["options"]["tails"] == "gaussian"
+    assert resumed.history.steps_done == 4

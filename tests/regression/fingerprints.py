@@ -26,8 +26,9 @@ import torch
 COMMON = ["--data", "builtin:moons", "--n", "2000", "--batch-size", "128", "--seed", "0"]
 SMALL = ["--set", "hidden=[64,64]"]
 CONFIGURATIONS: dict[str, list[str]] = {
-    "nsf": ["--model", "nsf"],
-    "nsf-ar": ["--model", "nsf-ar"],
+    # Recorded with the base as it was: tails="adaptive" became the default of a run since.
+    "nsf": ["--model", "nsf", "--set", 'tails="gaussian"'],
+    "nsf-ar": ["--model", "nsf-ar", "--set", 'tails="gaussian"'],
     "maf": ["--model", "maf"],
     "realnvp": ["--model", "realnvp"],
     "fm-ot": ["--model", "fm", *SMALL, "--set", 'coupling="ot"'],
@@ -37,6 +38,17 @@ CONFIGURATIONS: dict[str, list[str]] = {
 }
 STEPS = 300
 FILE = Path(__file__).with_name("fingerprints.json")
+
+
+def cpu_vendor() -> str | None:
+    """The CPU's vendor string (``GenuineIntel``, ``AuthenticAMD``), where Linux says it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def fingerprint(module: torch.nn.Module) -> dict[str, Any]:
@@ -84,6 +96,7 @@ def record() -> None:
     result: dict[str, Any] = {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_vendor": cpu_vendor(),
         "steps": STEPS,
         "configurations": {},
     }

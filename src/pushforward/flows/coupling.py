@@ -137,7 +137,9 @@ def nsf(
             data-dependent initialisation (a Run's whole training split; before
             :func:`~pushforward.fit`, call ``model.initialize(data)`` so the estimate
             sees more than the first batch). Needs ``base="normal"`` and
-            ``linear="none"``.
+            ``linear="none"``. A Run on unconditional vector data sets it when no
+            ``tails``, ``base``, ``linear`` or ``tail_df`` is given
+            (``bench/density_quality.py``).
         tail_df: with ``tails="adaptive"``, the degrees of freedom given instead of
             estimated: one per feature, ``None`` for a Gaussian marginal.
     """

@@ -232,6 +232,8 @@ def train_run(
                 values[train_rows], prior.low, prior.high
             )
     width = 0 if context_values is None else context_values.shape[1]
+    if not (tokens or points) and context_values is None and source is None and initial is None:
+        _default_tails(name, options, dataset, previous)
     # The initial weights come from the seed too, so a run is reproducible end to end.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -356,6 +358,36 @@ def train_run(
 
 INITIALIZATION_ROWS = 100_000
 """The most training rows the initialisation of :func:`_initialize_from_training_split` sees."""
+
+
+TAIL_ADAPTIVE_BY_DEFAULT = ("nsf", "nsf-ar")
+"""Models whose unconditional runs on vector data default to ``tails="adaptive"``."""
+
+
+def _default_tails(
+    name: str, options: dict[str, Any], dataset: Dataset, previous: dict[str, Any] | None
+) -> None:
+    """Sets ``tails="adaptive"`` for a spline flow fitted to vector data, unless told otherwise.
+
+    Measured by ``bench/density_quality.py`` (KL to exact densities, 3 seeds,
+    through ``pushforward train``): marginal tail-adaptive bases (Laszkiewicz et al.
+    2022) cut ``nsf``'s KL several-fold on curved and heavy-tailed targets and are
+    level or better on mixtures in 10-D and 20-D. The default applies only where the
+    option can: no ``base``, ``linear`` or ``tail_df`` given, rows of features (not
+    images). A resumed run keeps the tails it was started with.
+    """
+    if name not in TAIL_ADAPTIVE_BY_DEFAULT or "tails" in options:
+        return
+    if any(key in options for key in ("base", "linear", "tail_df")):
+        return
+    if len(dataset.event_shape) != 1:
+        return
+    if previous is not None:
+        model = previous.get("model", {})
+        if model.get("name") == name:
+            options["tails"] = model.get("options", {}).get("tails", "gaussian")
+        return
+    options["tails"] = "adaptive"
 
 
 def _initialize_from_training_split(model: Model, data: Tensor, context: Tensor | None) -> None:
