@@ -156,7 +156,10 @@ def test_early_training_loss_follows_scikit_learn():
 
 
 def test_a_pair_gives_the_same_result_alone_or_in_a_batch():
-    """Bitwise, for unequal pairs: folds of unequal size, one pair under 200 training rows.
+    """For unequal pairs: folds of unequal size, one pair under 200 training rows.
+
+    Fold accuracies and epochs are bitwise equal; the final losses to 1e-6 relative, as
+    some CPUs' batched kernels (an AMD EPYC's, not an Intel Xeon's) sum in another order.
 
     The small pair trains for thousands of epochs; ``max_epochs`` caps it (and the
     others stop by the tolerance rule before), so both ends of training are covered.
@@ -173,9 +176,9 @@ def test_a_pair_gives_the_same_result_alone_or_in_a_batch():
         alone = sbibm_c2st(xs[k], ys[k], seed=seed, max_epochs=250)
         assert torch.equal(alone.fold_accuracies[0], batch.fold_accuracies[k])
         assert torch.equal(alone.epochs[0], batch.epochs[k])
-        assert torch.equal(alone.loss[0], batch.loss[k])
+        torch.testing.assert_close(alone.loss[0], batch.loss[k], rtol=1e-6, atol=0)
     stacked = sbibm_c2st(torch.stack(xs[:2]), torch.stack(ys[:2]), max_epochs=250)
-    assert torch.equal(stacked.loss, batch.loss[:2])
+    torch.testing.assert_close(stacked.loss, batch.loss[:2], rtol=1e-6, atol=0)
     # Pairs differ in data, not in streams: the same seed gives them the same folds.
     assert not torch.equal(batch.loss[0], batch.loss[1])
 

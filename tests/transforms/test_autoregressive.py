@@ -91,7 +91,9 @@ def test_inverse_passes_per_distinct_order_value(context):
     calls.clear()
     transform.inverse(y, c)
     assert len(calls) == (2 if context == 0 else 3)
-    assert_invertible(transform, x, c, atol=1e-10)
+    # Rows reach 20 in places: 1e-8 absolute is 1e-9 relative there (another CPU's
+    # rounding, an AMD EPYC's, gave 6.6e-9 at 13.7).
+    assert_invertible(transform, x, c, atol=1e-8)
     assert_logdet_matches_jacobian(transform, x[:3], None if c is None else c[:3])
 
 
