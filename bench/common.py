@@ -230,3 +230,21 @@ def cell(values: Sequence[float], digits: int = 3, scale: float = 1.0) -> str:
     if math.isnan(error):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {error:.{digits}f}"
+
+
+def train_arguments(data: str, model: str, out: object, seed: int) -> list[str]:
+    """``pushforward train``'s arguments for a quiet one-thread run of ``model`` on ``data``."""
+    return [
+        "train",
+        "--threads",
+        "1",
+        "--quiet",
+        "--data",
+        data,
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+    ]

@@ -79,6 +79,7 @@ from common import (
     markdown_table,
     print_environment,
     setup,
+    train_arguments,
     write_json,
 )
 
@@ -227,20 +228,7 @@ def likelihood_nfe(run_dir: Path, spec: RunSpec, flags: Sequence[str] = ()) -> f
 
 def train(spec: RunSpec, run_dir: Path) -> float:
     """``pushforward train`` of one spec into ``run_dir``; returns the seconds it took."""
-    arguments = [
-        "train",
-        "--threads",
-        "1",
-        "--quiet",
-        "--data",
-        f"builtin:{spec.dataset}",
-        "--model",
-        spec.model,
-        "--out",
-        str(run_dir),
-        "--seed",
-        str(spec.seed),
-    ]
+    arguments = train_arguments(f"builtin:{spec.dataset}", spec.model, run_dir, spec.seed)
     if spec.steps is not None:
         arguments += ["--steps", str(spec.steps)]
     if spec.lr is not None:
