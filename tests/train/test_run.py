@@ -10,6 +10,7 @@ import torch
 
 import pushforward
 from pushforward.cli.main import main
+from pushforward.matching.flow_matching import FM_TRAIN_DEFAULTS
 from pushforward.train.config import TrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,6 +77,19 @@ def test_a_conditional_run_validates_about_every_five_epochs(tmp_path: Path) -> 
     )  # fmt: skip
     assert run.config["train"]["budget"]["eval_every"] == 10
     assert run.history.eval_steps[:2] == [10, 20]
+
+
+def test_convergence_patience_applies_to_runs_trained_to_convergence_only() -> None:
+    """A model's registered convergence patience stops runs without --steps alone."""
+    assert TrainingConfig().budget(True) == (20_000, 10)
+    fm_patience = FM_TRAIN_DEFAULTS["convergence_patience"]
+    assert fm_patience > 10
+    assert TrainingConfig.resolve("fm").budget(True) == (20_000, fm_patience)
+    assert TrainingConfig.resolve("fm", overrides={"patience": 4}).budget(True) == (20_000, 4)
+    assert TrainingConfig.resolve("fm", overrides={"steps": 300}).budget(True) == (300, None)
+    assert TrainingConfig(convergence_patience=3).budget(False) == (2000, None)
+    with pytest.raises(ValueError, match="'convergence_patience' must be an integer >= 1"):
+        TrainingConfig(convergence_patience=0).budget(True)
 
 
 def test_a_fixed_budget_and_a_run_without_validation_train_their_steps(tmp_path: Path) -> None:

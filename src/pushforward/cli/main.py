@@ -68,10 +68,12 @@ config.toml:
   hidden = [64, 64]
   [train]            # steps, max_steps, batch_size, lr, seed, n, validation, ema,
   steps = 5000       # warmup, clip, weight_decay, log_every, eval_every,
-  lr = 2e-3          # checkpoint_every, patience, prepare_workers
+  lr = 2e-3          # checkpoint_every, patience, convergence_patience,
+                     # prepare_workers
 
 Without --steps (or steps in [train]) a run trains to convergence: until the
-validation loss has not improved for 10 validations (patience; one every
+validation loss has not improved for 10 validations (convergence_patience,
+60 for fm, whose regression loss improves slowly; patience overrides it; one every
 eval_every = 100 steps, or for a run with --context about every five epochs,
 10 to 100 steps), at most max_steps = 20000 steps, and keeps the best
 weights; config.json's train.budget and train.result say how it ended. --steps N

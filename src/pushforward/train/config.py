@@ -11,14 +11,15 @@ import tomllib
 import torch
 from torch import Tensor
 
-from pushforward.options import closest
+from pushforward.options import closest, positive_int
 from pushforward.registry import train_defaults
 
 CONVERGENCE_PATIENCE = 10
+"""Validations without improvement that end a run trained to convergence (the
+default of ``convergence_patience``; a model may register its own)."""
 DEFAULT_EVAL_EVERY = 100
 """Steps between validations when ``eval_every`` is not set (but see
 :meth:`TrainingConfig.validation_every` for conditional runs)."""
-"""Validations without improvement that end a run trained to convergence."""
 
 
 @dataclass
@@ -26,8 +27,9 @@ class TrainingConfig:
     """How a run trains: the ``[train]`` table of a config file, ``--set`` and the flags.
 
     ``steps=None`` (the default) trains to convergence: until the validation
-    loss has not improved for ``patience`` validations (``CONVERGENCE_PATIENCE``
-    when ``patience`` is not set), at most ``max_steps`` steps, and the best
+    loss has not improved for ``patience`` validations (``convergence_patience``
+    when ``patience`` is not set; ``patience`` also stops a fixed budget early, which
+    ``convergence_patience`` never does), at most ``max_steps`` steps, and the best
     weights are restored; the learning rate warms up and decays over
     ``max_steps``. A number of ``steps`` is a fixed budget, as is any run
     without validation rows (``default_steps`` then). A run fitted to a target
@@ -62,6 +64,7 @@ class TrainingConfig:
     eval_every: int | None = None
     checkpoint_every: int = 500
     patience: int | None = None
+    convergence_patience: int = CONVERGENCE_PATIENCE
     prepare_workers: int | None = None
     # Runs fitted to a target (--target) instead of data:
     objective: str | None = None
@@ -151,8 +154,9 @@ class TrainingConfig:
             return self.steps, self.patience
         if not has_validation:
             return self.default_steps, self.patience
-        patience = CONVERGENCE_PATIENCE if self.patience is None else self.patience
-        return self.max_steps, patience
+        if self.patience is not None:
+            return self.max_steps, self.patience
+        return self.max_steps, positive_int("convergence_patience", self.convergence_patience)
 
     def validation_every(self, train_rows: int, conditional: bool) -> int:
         """Steps between validations: ``eval_every`` where it is set.
