@@ -134,8 +134,9 @@ def test_models_declare_their_training_defaults(tmp_path: Path) -> None:
             n=None,
         )
 
-    assert train_defaults("fm") == {"lr": 5e-3}
+    assert train_defaults("fm") == {"lr": 5e-3, "convergence_patience": 60}
     assert resolve(arguments("fm"))[2].lr == 5e-3
+    assert resolve(arguments("fm"))[2].budget(True) == (20_000, 60)
     assert resolve(arguments("nsf"))[2].lr == TrainingConfig().lr
     config = tmp_path / "c.toml"
     config.write_text("[train]\nlr = 2e-4\n")
