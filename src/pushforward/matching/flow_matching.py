@@ -21,10 +21,11 @@ FM_TRAIN_DEFAULTS: dict[str, float | int] = {"lr": 5e-3, "convergence_patience":
 """What ``pushforward train`` changes for ``fm``. The peak learning rate: with the
 residual 4x256 network, 1e-3 left the KL 2-20x higher at 2000 steps and 1e-2 diverged
 in one of twelve runs (``bench/fm_quality.py``). The patience of a run trained to
-convergence: the regression loss on validation rows falls by about 1e-4 a validation
-long after the model has stopped being good, so the general 10 stopped posterior
-estimators far too early (two moons at 10,000 simulations: best weights at step 264,
-test NLL -2.43, against -3.66 with 60 and -3.55 for ``nsf``; ``bench/README.md``)."""
+convergence: the regression loss on validation rows keeps falling by about 1e-4 a
+validation for thousands of steps while the model still improves, so the general 10
+stopped posterior estimators far too early (two moons at 10,000 simulations: best
+weights at step 264, test NLL -2.43, against -3.66 with 60 and -3.55 for ``nsf``;
+``bench/README.md``)."""
 
 
 @register("fm", train=FM_TRAIN_DEFAULTS)
